@@ -1,0 +1,292 @@
+"""T5 span corruption ("denoising") for pre-training, exact and vectorised.
+
+This reproduces the T5 objective of t5/data/preprocessors.py (`span_corruption`:
+`random_spans_noise_mask` + `noise_span_to_unique_sentinel` for the inputs +
+`nonnoise_span_to_unique_sentinel` for the targets) in numpy, for a whole batch
+at once, with no Python loop over tokens.
+
+Randomness is counter-based: an example's noise mask is a pure function of
+(seed, epoch, example index), computed with a splitmix64 integer hash. The same
+example therefore gets the same mask whatever the batch it lands in, the number
+of dataloader workers or processes, and after a resume.
+
+Example (raw block of 8 tokens, mask chosen by the seed, sentinels s0, s1):
+    raw      a b c d e f g h
+    mask     . . X X . . . X
+    inputs   a b s0 e f g s1 EOS
+    labels   s0 c d s1 h EOS
+"""
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+# Hugging Face losses ignore label positions equal to -100 (CrossEntropyLoss ignore_index default).
+LABEL_PAD_ID = -100
+# Token string of the n-th sentinel in every T5 / ByT5 vocabulary.
+SENTINEL_TEMPLATE = "<extra_id_{}>"
+# Defaults of the T5 paper's pre-training objective (Raffel et al. 2020, section 3.1.4).
+DEFAULT_NOISE_DENSITY = 0.15
+DEFAULT_MEAN_NOISE_SPAN_LENGTH = 3.0
+
+# splitmix64 constants (Steele, Lea & Flood 2014; the seeding hash of xoshiro / java.util.SplittableRandom).
+_MASK64 = (1 << 64) - 1
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SPLITMIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_MUL2 = np.uint64(0x94D049BB133111EB)
+# Separate random streams for the two segmentations of one example.
+_NOISE_STREAM = 1
+_NONNOISE_STREAM = 2
+
+
+def _check_noise_args(noise_density: float, mean_noise_span_length: float) -> None:
+    if not 0.0 < noise_density < 1.0:
+        raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
+    if not mean_noise_span_length >= 1.0:
+        raise ValueError(f"mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
+
+
+def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+    """(num_noise_tokens, num_noise_spans) of `random_spans_noise_mask` for one raw length."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+    return num_noise, num_spans
+
+
+def compute_input_and_target_lengths(
+    inputs_length: int, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int]:
+    """Raw block length whose corrupted input fills `inputs_length`, and its target length.
+
+    Port of `random_spans_helper` (t5/data/preprocessors.py) with one sentinel per
+    span in inputs and targets and one EOS each. Unlike T5's helper, the
+    noise_density == 0.5 tweak (shrink by one so targets <= inputs) is not applied:
+    this returns the largest raw length that fits.
+
+    Example: compute_input_and_target_lengths(512, 0.15, 3.0) -> (568, 114)
+      (568 raw tokens: 85 noise in 28 spans; inputs 483 + 28 + 1 = 512, targets 85 + 28 + 1 = 114).
+    """
+    _check_noise_args(noise_density, mean_noise_span_length)
+    if inputs_length < 2:
+        raise ValueError(f"inputs_length must be >= 2, got {inputs_length}")
+
+    def lengths(raw_length: int) -> tuple[int, int]:
+        num_noise = int(round(raw_length * noise_density))
+        num_nonnoise = raw_length - num_noise
+        num_spans = int(round(num_noise / mean_noise_span_length))
+        return num_nonnoise + num_spans + 1, num_noise + num_spans + 1
+
+    raw_length = inputs_length - 1
+    while lengths(raw_length + 1)[0] <= inputs_length:
+        raw_length += 1
+    return raw_length, lengths(raw_length)[1]
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (arithmetic wraps mod 2**64)."""
+    with np.errstate(over="ignore"):
+        z = x + _SPLITMIX_GAMMA
+        z = (z ^ (z >> np.uint64(30))) * _SPLITMIX_MUL1
+        z = (z ^ (z >> np.uint64(27))) * _SPLITMIX_MUL2
+        return z ^ (z >> np.uint64(31))
+
+
+def _as_uint64(values: Any) -> np.ndarray:
+    """Python / numpy integers (negative ones too) -> uint64 array, two's complement."""
+    flat = np.asarray(values, dtype=object).ravel()
+    return np.array([int(v) & _MASK64 for v in flat], dtype=np.uint64).reshape(np.shape(values))
+
+
+def example_keys(seed: int, epochs: Any, indices: Any) -> np.ndarray:
+    """Per-example 64-bit random keys, a hash of (seed, epoch, index).
+
+    `epochs` and `indices` are integers or 1-D integer sequences (broadcast together).
+    Example: example_keys(0, 0, [5, 6]) -> uint64 array of 2 keys; key 5 is the
+    same in any batch.
+    """
+    epochs_u, indices_u = np.broadcast_arrays(_as_uint64(epochs), _as_uint64(indices))
+    seed_key = _splitmix64(_as_uint64(seed))
+    return _splitmix64(_splitmix64(seed_key ^ epochs_u) ^ indices_u).reshape(-1)
+
+
+def _random_uint64(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
+    """(B, count) uint64 random numbers; entry [b, i] depends only on (keys[b], stream, i)."""
+    counters = np.arange(count, dtype=np.uint64) + np.uint64(stream << 32)
+    return _splitmix64(keys[:, None] ^ _splitmix64(counters)[None, :])
+
+
+def _random_segmentation(keys: np.ndarray, stream: int, num_items: int, num_segments: int) -> np.ndarray:
+    """(B, num_segments) positive segment lengths summing to num_items, uniformly random.
+
+    Picks num_segments - 1 of the num_items - 1 gaps between items uniformly (the
+    gaps with the smallest random keys), as T5's `_random_segmentation` does with a
+    shuffle. Example: num_items=5, num_segments=2, chosen gap 1 -> lengths [2, 3].
+    """
+    batch = keys.shape[0]
+    random = _random_uint64(keys, stream, num_items - 1)
+    gaps = np.sort(np.argsort(random, axis=1, kind="stable")[:, : num_segments - 1], axis=1)
+    boundaries = np.concatenate(
+        [np.zeros((batch, 1), np.int64), gaps + 1, np.full((batch, 1), num_items, np.int64)], axis=1
+    )
+    return np.diff(boundaries, axis=1)
+
+
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, keys: np.ndarray
+) -> np.ndarray:
+    """Bool noise mask (B, length), one row per key, T5's `random_spans_noise_mask` semantics.
+
+    num_noise = round(length * noise_density) clipped to [1, length - 1], split
+    into num_spans = max(1, round(num_noise / mean_noise_span_length)) noise spans;
+    the non-noise tokens are split into as many spans; spans alternate non-noise,
+    noise, ..., so a row starts with non-noise and ends with noise.
+
+    Example: length=10, noise_density=0.3, mean_noise_span_length=1.5 -> every row
+    has 3 noise tokens in 2 spans, e.g. [F F T F F F F F T T].
+    `keys` is a uint64 array (B,), e.g. from `example_keys`.
+    """
+    _check_noise_args(noise_density, mean_noise_span_length)
+    if length < 2:
+        raise ValueError(f"length must be >= 2, got {length}")
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    batch = keys.shape[0]
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
+    noise_lengths = _random_segmentation(keys, _NOISE_STREAM, num_noise, num_spans)
+    nonnoise_lengths = _random_segmentation(keys, _NONNOISE_STREAM, length - num_noise, num_spans)
+    # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]: the start of every span but the first.
+    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * num_spans)
+    span_starts = np.cumsum(interleaved, axis=1)[:, :-1]
+    span_start_indicator = np.zeros((batch, length), np.int64)
+    span_start_indicator[np.arange(batch)[:, None], span_starts] = 1
+    return np.cumsum(span_start_indicator, axis=1) % 2 == 1
+
+
+def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:
+    """Replace each run of True in `span_mask` by one sentinel (the k-th run by sentinel_ids[k]).
+
+    Every row must keep the same number of tokens. Example: ids [a b c d], mask
+    [F T T F] -> [a s0 d].
+    """
+    prev = np.zeros_like(span_mask)
+    prev[:, 1:] = span_mask[:, :-1]
+    first_in_span = span_mask & ~prev
+    span_index = np.cumsum(first_in_span, axis=1) - 1
+    values = np.where(first_in_span, sentinel_ids[np.maximum(span_index, 0)], ids)
+    keep = ~(span_mask & prev)
+    return values[keep].reshape(ids.shape[0], -1)
+
+
+def _pad_columns(x: np.ndarray, width: int, pad_id: int) -> np.ndarray:
+    out = np.full((x.shape[0], width), pad_id, np.int64)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+@dataclasses.dataclass
+class T5DataCollator:
+    """Batches raw token blocks into T5 span-corruption inputs and labels.
+
+    Each example is a dict with "input_ids" of exactly `raw_length` ids, optionally
+    "idx" (position in the dataset) and "epoch". Returns int64 tensors input_ids and
+    attention_mask (B, input_length) and labels (B, target_length), padded with the
+    pad id / 0 / LABEL_PAD_ID. T5ForConditionalGeneration builds decoder inputs from labels.
+
+    Example (raw_length 8, the mask [. . X X . . . X]):
+        input_ids [a b c d e f g h] -> input_ids [a b <extra_id_0> e f g <extra_id_1> </s> pad..]
+                                        labels    [<extra_id_0> c d <extra_id_1> h </s> -100..]
+    """
+
+    tokenizer: Any
+    noise_density: float = DEFAULT_NOISE_DENSITY
+    mean_noise_span_length: float = DEFAULT_MEAN_NOISE_SPAN_LENGTH
+    input_length: int = 512
+    target_length: int = 114
+    seed: int = 0
+    epoch: int = 0
+    # Derived in __post_init__.
+    raw_length: int = dataclasses.field(init=False)
+    sentinel_ids: np.ndarray = dataclasses.field(init=False, repr=False)
+    _examples_seen: int = dataclasses.field(init=False, default=0, repr=False)
+
+    def __post_init__(self):
+        self.raw_length, _ = compute_input_and_target_lengths(
+            self.input_length, self.noise_density, self.mean_noise_span_length
+        )
+        num_noise, num_spans = _noise_counts(self.raw_length, self.noise_density, self.mean_noise_span_length)
+        needed_inputs = self.raw_length - num_noise + num_spans + 1
+        needed_targets = num_noise + num_spans + 1
+        if needed_inputs > self.input_length:  # Only reachable for tiny input_length (num_spans clipped to 1).
+            raise ValueError(
+                f"input_length={self.input_length} is too small: raw length {self.raw_length} corrupts to "
+                f"{needed_inputs} tokens"
+            )
+        if self.target_length < needed_targets:
+            raise ValueError(
+                f"target_length={self.target_length} is too small: input_length={self.input_length} with "
+                f"noise_density={self.noise_density}, mean_noise_span_length={self.mean_noise_span_length} "
+                f"needs target_length >= {needed_targets} (raw length {self.raw_length})"
+            )
+        self.sentinel_ids = self._lookup_sentinels(num_spans)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.eos_id is None or self.pad_id is None:
+            raise ValueError("tokenizer needs an eos_token_id and a pad_token_id")
+
+    def _lookup_sentinels(self, num_spans: int) -> np.ndarray:
+        tokens = [SENTINEL_TEMPLATE.format(i) for i in range(num_spans)]
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        unk_id = self.tokenizer.unk_token_id
+        missing = [t for t, i in zip(tokens, ids) if i is None or i == unk_id]
+        if missing or len(set(ids)) != num_spans:
+            raise ValueError(
+                f"tokenizer lacks sentinel tokens: need {num_spans} distinct ({tokens[0]} .. {tokens[-1]}) "
+                f"for raw length {self.raw_length}; missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
+            )
+        return np.asarray(ids, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for examples that carry no "epoch" key; changes every mask."""
+        self.epoch = int(epoch)
+
+    def _stack_input_ids(self, examples: Sequence[dict]) -> np.ndarray:
+        rows = []
+        for position, example in enumerate(examples):
+            ids = np.asarray(example["input_ids"], dtype=np.int64)
+            if ids.ndim != 1 or ids.shape[0] != self.raw_length:
+                raise ValueError(
+                    f"example {position} has input_ids of shape {tuple(ids.shape)}, expected exactly "
+                    f"raw_length={self.raw_length} ids: the packing step must produce full-length blocks "
+                    f"of raw_length (from compute_input_and_target_lengths({self.input_length}, ...))"
+                )
+            rows.append(ids)
+        return np.stack(rows)
+
+    def _keys(self, examples: Sequence[dict]) -> np.ndarray:
+        first = self._examples_seen
+        self._examples_seen += len(examples)
+        indices = [int(ex["idx"]) if ex.get("idx") is not None else first + i for i, ex in enumerate(examples)]
+        epochs = [int(ex["epoch"]) if ex.get("epoch") is not None else self.epoch for ex in examples]
+        return example_keys(self.seed, epochs, indices)
+
+    def noise_mask(self, examples: Sequence[dict]) -> np.ndarray:
+        """The (B, raw_length) noise mask __call__ would use (advances the idx counter likewise)."""
+        return random_spans_noise_mask(
+            self.raw_length, self.noise_density, self.mean_noise_span_length, self._keys(examples)
+        )
+
+    def corrupt(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
+        """Span-corrupt (B, raw_length) ids with a given (B, raw_length) noise mask."""
+        eos = np.full((ids.shape[0], 1), self.eos_id, np.int64)
+        inputs = np.concatenate([_span_to_sentinel(ids, mask, self.sentinel_ids), eos], axis=1)
+        targets = np.concatenate([_span_to_sentinel(ids, ~mask, self.sentinel_ids), eos], axis=1)
+        return {
+            "input_ids": torch.from_numpy(_pad_columns(inputs, self.input_length, self.pad_id)),
+            "attention_mask": torch.from_numpy(_pad_columns(np.ones_like(inputs), self.input_length, 0)),
+            "labels": torch.from_numpy(_pad_columns(targets, self.target_length, LABEL_PAD_ID)),
+        }
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        ids = self._stack_input_ids(examples)
+        return self.corrupt(ids, self.noise_mask(examples))

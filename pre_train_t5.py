@@ -1,0 +1,150 @@
+"""Pre-train T5 with span corruption, from scratch or continued from a checkpoint.
+
+    python pre_train_t5.py --train_files corpus.txt --model_config small --vocab_size 32000 \\
+        --output_dir runs/pt --max_steps 10000
+    accelerate launch pre_train_t5.py ...        # or: deepspeed pre_train_t5.py --deepspeed zero_stage2_config.json ...
+
+Every flag: `python pre_train_t5.py --help`. The run folder holds the final model and tokenizer (Hugging Face
+format, safetensors), checkpoints, all_results.json, trainer_state.json (the loss trace) and loss.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_collators import T5DataCollator, compute_input_and_target_lengths
+from t5kit.args import ModelArguments, T5TrainingArguments, is_main_process, parse_args
+from t5kit.corpus import (
+    CorpusReport,
+    EpochIndexedBlocks,
+    PretrainDataArguments,
+    StreamIndexedBlocks,
+    iter_texts,
+    load_documents,
+    pack_corpus,
+    split_blocks,
+)
+from t5kit.modeling import PRETRAIN_DROPOUT, format_parameter_summary, load_model
+from t5kit.tokenizer import check_sentinels, load_tokenizer, train_tokenizer
+from t5kit.training import (
+    T5Trainer,
+    configure_trackers,
+    prepare_output_dir,
+    run_main,
+    setup_logging,
+    token_accuracy_metrics,
+    train_and_save,
+)
+
+logger = logging.getLogger("pre_train_t5")
+
+TOKENIZER_SUBDIR = "tokenizer"  # a tokenizer trained with --vocab_size is kept here, so resumes reuse it
+TOKENIZER_TRAINING_DOCS = 500_000  # documents sampled for --vocab_size training
+
+
+@dataclass
+class PretrainingArguments(T5TrainingArguments):
+    """Training flags with pre-training defaults (AdamW at 1e-3 with cosine decay, as small T5s from scratch want)."""
+
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "linear, cosine, constant, inverse_sqrt, ..."})
+    warmup_steps: float = field(default=0.02, metadata={"help": "Warm-up steps (an int), or a fraction (< 1)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's idx/epoch keys."})
+    include_num_input_tokens_seen: str = field(default="all", metadata={"help": "Count input tokens for tokens/s."})
+
+
+def get_tokenizer(model_args: ModelArguments, docs, train_args: PretrainingArguments):
+    """Loads the tokenizer, or trains one with --vocab_size on the corpus (once, on the main process)."""
+    if model_args.vocab_size is None:
+        name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+        if name is None:
+            from t5kit.args import UsageError
+
+            raise UsageError("give --tokenizer_name_or_path, or --vocab_size N to train a tokenizer on the corpus")
+        tokenizer = load_tokenizer(name)
+    else:
+        saved = Path(train_args.output_dir) / TOKENIZER_SUBDIR
+        with train_args.main_process_first(desc="tokenizer training"):
+            if (saved / "tokenizer_config.json").is_file():
+                tokenizer = load_tokenizer(str(saved))
+            else:
+                tokenizer = train_tokenizer(
+                    iter_texts(docs, TOKENIZER_TRAINING_DOCS), model_args.vocab_size, saved, seed=train_args.seed
+                )
+    check_sentinels(tokenizer)
+    return tokenizer
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
+    setup_logging(train_args)
+    resume = prepare_output_dir(train_args)
+    configure_trackers(train_args, run_name=f"pretrain-{Path(train_args.output_dir).name}", group="pretrain")
+    raw_length, target_length = compute_input_and_target_lengths(
+        data_args.input_length, data_args.noise_density, data_args.mean_noise_span_length
+    )
+    logger.info(
+        "span corruption: %d raw tokens -> %d input / %d target tokens", raw_length, data_args.input_length, target_length
+    )
+
+    docs = load_documents(data_args)
+    tokenizer = get_tokenizer(model_args, docs, train_args)
+    model = load_model(model_args, tokenizer, default_dropout=PRETRAIN_DROPOUT)
+    if is_main_process():
+        logger.info("model:\n%s", format_parameter_summary(model))
+
+    report = CorpusReport()
+    with train_args.main_process_first(desc="tokenizing and packing"):
+        packed = pack_corpus(docs, tokenizer, raw_length, data_args.preprocessing_num_workers, report)
+    train_blocks, eval_blocks = split_blocks(packed, data_args, train_args.seed, report)
+    if not data_args.streaming:
+        logger.info(
+            "corpus: %d documents (%d empty skipped), %d tokens -> %d train / %d eval blocks of %d "
+            "(%d tokens dropped at packing-batch ends)",
+            report.documents,
+            report.empty_documents_skipped,
+            report.tokens,
+            report.train_blocks,
+            report.eval_blocks,
+            raw_length,
+            report.tokens_dropped_by_packing,
+        )
+    wrap = StreamIndexedBlocks if data_args.streaming else EpochIndexedBlocks
+    collator = T5DataCollator(
+        tokenizer=tokenizer,
+        noise_density=data_args.noise_density,
+        mean_noise_span_length=data_args.mean_noise_span_length,
+        input_length=data_args.input_length,
+        target_length=target_length,
+        seed=train_args.seed,
+    )
+    preprocess_logits, compute_metrics = token_accuracy_metrics()
+    trainer = T5Trainer(
+        model=model,
+        args=train_args,
+        train_dataset=wrap(train_blocks),
+        eval_dataset=EpochIndexedBlocks(eval_blocks) if eval_blocks is not None else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits,
+    )
+    extra = {
+        **report.as_dict(),
+        "raw_length": raw_length,
+        "input_length": data_args.input_length,
+        "target_length": target_length,
+        "model_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    results = train_and_save(trainer, tokenizer, resume, extra_results=extra)
+    if trainer.is_world_process_zero():
+        summary = ", ".join(f"{k}={results[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_span_accuracy") if k in results)
+        print(f"\nrun folder: {Path(train_args.output_dir).resolve()}\n{summary}")
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main)

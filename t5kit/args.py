@@ -1,0 +1,191 @@
+"""Argument groups shared by `pre_train_t5.py` and `fine_tune_t5.py`.
+
+One source of truth per setting: every flag is a dataclass field with a `help`; the same name is the CLI flag,
+the key in a YAML/JSON config file, the tracker config key and the sweep parameter.
+
+Config files: `python pre_train_t5.py --config run.yaml --max_steps 10` reads `run.yaml` (safe_load) and lets
+the command line override it. A lone `run.yaml`/`run.json` argument works too (the Hugging Face convention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+# Aliases accepted for `--lr_scheduler_type`: the TTT seed's schedule names -> transformers' names.
+LR_SCHEDULER_ALIASES = {
+    "warmuplinear": "linear",
+    "warmupconstant": "constant_with_warmup",
+}
+
+CONFIG_FLAG = "--config"
+
+
+class UsageError(ValueError):
+    """A user mistake (bad flag, file or value). Scripts print its message and exit 2, without a traceback."""
+
+
+def bf16_supported() -> bool:
+    """True where bf16 autocast is fast and exact enough for T5: a bf16-capable GPU, or a CPU with AVX-512 BF16/AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+@dataclass
+class ModelArguments:
+    """Which model and tokenizer to start from."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub name (t5-small, google/t5-v1_1-base) or local folder of a checkpoint to continue from."},
+    )
+    model_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train from scratch with this architecture: a preset name (tiny, mini, small, base, large; "
+            "T5 v1.1 shapes) or a path to a config.json. Ignored when --model_name_or_path is set."
+        },
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub name or local folder of a T5 tokenizer. Defaults to --model_name_or_path."},
+    )
+    vocab_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train a SentencePiece unigram tokenizer of this many tokens (100 <extra_id_N> sentinels "
+            "included) on the training text, instead of loading one."
+        },
+    )
+    dropout_rate: float | None = field(
+        default=None,
+        metadata={"help": "Dropout in the model. Default: 0.0 for pre-training (T5 v1.1), the checkpoint's value else."},
+    )
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernel: sdpa (default) or eager."}
+    )
+
+    def __post_init__(self):
+        if self.vocab_size is not None and self.tokenizer_name_or_path is not None:
+            raise UsageError("--vocab_size trains a new tokenizer; it cannot be combined with --tokenizer_name_or_path")
+        if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
+            raise UsageError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+
+
+@dataclass
+class T5TrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` with T5-safe defaults.
+
+    - bf16 is on by default where the hardware supports it; fp16 is refused (T5 activations overflow fp16).
+    - With no GPU, `use_cpu` is set so the Trainer accepts bf16 and 2-process CPU launches synchronise.
+    - `--resume_from_checkpoint latest` resumes from the newest checkpoint in `--output_dir`, if any.
+    """
+
+    output_dir: str | None = field(default=None, metadata={"help": "Where the run folder is written (required)."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 autocast. Default: on where the GPU/CPU supports bf16, else fp32."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Dataloader worker processes."})
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            raise UsageError("--output_dir is required")
+        if self.fp16:
+            raise UsageError(
+                "--fp16 is refused: T5's activations overflow in float16 and the loss turns NaN. "
+                "Use --bf16 (the default where supported) or fp32 (--bf16 False)."
+            )
+        if not torch.cuda.is_available():
+            self.use_cpu = True
+        if self.bf16 is None:
+            self.bf16 = bf16_supported()
+        self.lr_scheduler_type = LR_SCHEDULER_ALIASES.get(str(self.lr_scheduler_type), self.lr_scheduler_type)
+        if isinstance(self.report_to, str) and "," in self.report_to:
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        super().__post_init__()
+
+
+def _read_config_file(path: str, known_fields: set[str]) -> dict[str, Any]:
+    """Reads a YAML or JSON config; unknown keys and parse errors name the file (and line for YAML)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{CONFIG_FLAG} {path}: no such file")
+    text = file.read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise UsageError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: expected a mapping of flag names to values, got {type(values).__name__}")
+    unknown = sorted(set(values) - known_fields)
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}; keys must be flag names of this script")
+    return values
+
+
+def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Parses argv (default sys.argv[1:]) into the given dataclasses; supports `--config FILE` and a lone FILE."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(dataclass_types)
+    known = {f.name for dc in dataclass_types for f in dataclasses.fields(dc) if f.init}
+    config_path = None
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_path, argv = argv[0], []
+    elif CONFIG_FLAG in argv:
+        at = argv.index(CONFIG_FLAG)
+        if at + 1 >= len(argv):
+            raise UsageError(f"{CONFIG_FLAG} needs a file path")
+        config_path = argv[at + 1]
+        argv = argv[:at] + argv[at + 2 :]
+    if config_path is not None:
+        values = _read_config_file(config_path, known)
+        # Config values become the parser's defaults, so the command line still overrides them.
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+        parser.set_defaults(**values)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except UsageError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    *groups, remaining = parsed
+    if remaining:
+        raise UsageError(f"unknown argument(s): {' '.join(remaining)}")
+    return tuple(groups)
+
+
+def flat_config(*groups) -> dict[str, Any]:
+    """All flags as one flat dict for trackers and run folders (secrets never live in flags)."""
+    config: dict[str, Any] = {}
+    for group in groups:
+        values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
+        config.update(values)
+    return config
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

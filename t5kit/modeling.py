@@ -1,0 +1,114 @@
+"""Model construction: T5 v1.1 size presets, from-scratch configs, and continued checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
+
+from t5kit.args import ModelArguments, UsageError
+
+logger = logging.getLogger(__name__)
+
+VOCAB_MULTIPLE = 128  # pad the embedding matrix to a multiple of 128 (T5 pads 32100 -> 32128) for fast matmuls
+PRETRAIN_DROPOUT = 0.0  # T5 v1.1 and nanoT5 pre-train without dropout
+
+# T5 v1.1 shapes (gated-GELU feed-forward). small/base/large follow google/t5-v1_1-*; tiny is for tests; mini
+# (~20M parameters at a 32k vocabulary) is the CPU benchmark size.
+# transformers 5 always ties T5's lm_head to the input embedding (T5Config forces tie_word_embeddings=True and reads
+# tie_word_embeddings=False only as "do not scale decoder outputs"). A tied head without T5's d_model**-0.5 output
+# scaling starts with logits of std ~sqrt(d_model) and a first loss of ~35 nats on `tiny` (measured), so presets
+# keep the scaling, as original T5 does.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2, num_decoder_layers=2),
+    "mini": dict(d_model=256, d_ff=1024, d_kv=32, num_heads=8, num_layers=4, num_decoder_layers=4),
+    "small": dict(d_model=512, d_ff=1024, d_kv=64, num_heads=6, num_layers=8, num_decoder_layers=8),
+    "base": dict(d_model=768, d_ff=2048, d_kv=64, num_heads=12, num_layers=12, num_decoder_layers=12),
+    "large": dict(d_model=1024, d_ff=2816, d_kv=64, num_heads=16, num_layers=24, num_decoder_layers=24),
+}
+V1_1_COMMON = dict(
+    feed_forward_proj="gated-gelu",
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    layer_norm_epsilon=1e-6,
+    initializer_factor=1.0,
+)
+
+
+def padded_vocab_size(tokenizer_size: int) -> int:
+    return int(math.ceil(tokenizer_size / VOCAB_MULTIPLE) * VOCAB_MULTIPLE)
+
+
+def build_config(name_or_path: str, tokenizer: PreTrainedTokenizerBase, dropout_rate: float) -> T5Config:
+    """A from-scratch config: a preset name or a config.json path, with the vocabulary sized for `tokenizer`."""
+    if name_or_path in PRESETS:
+        values = {**V1_1_COMMON, **PRESETS[name_or_path]}
+    else:
+        path = Path(name_or_path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise UsageError(
+                f"--model_config {name_or_path}: neither a preset ({', '.join(PRESETS)}) nor a config.json file"
+            )
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--model_config {path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    values.update(
+        vocab_size=padded_vocab_size(len(tokenizer)),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        dropout_rate=dropout_rate,
+    )
+    try:
+        return T5Config(**values)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--model_config {name_or_path}: invalid T5 config ({err})") from None
+
+
+def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, default_dropout: float | None):
+    """Builds or loads the model. `default_dropout` is used when --dropout_rate is unset (None keeps a checkpoint's)."""
+    dropout = model_args.dropout_rate if model_args.dropout_rate is not None else default_dropout
+    if model_args.model_name_or_path:
+        overrides = {} if dropout is None else {"dropout_rate": dropout}
+        try:
+            model = T5ForConditionalGeneration.from_pretrained(
+                model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **overrides
+            )
+        except OSError as err:
+            raise UsageError(
+                f"--model_name_or_path {model_args.model_name_or_path}: cannot load ({str(err).splitlines()[0]})"
+            ) from None
+        if len(tokenizer) > model.config.vocab_size:
+            raise UsageError(
+                f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only {model.config.vocab_size}"
+            )
+        return model
+    if not model_args.model_config:
+        raise UsageError("set --model_name_or_path (continue a checkpoint) or --model_config (train from scratch)")
+    config = build_config(model_args.model_config, tokenizer, PRETRAIN_DROPOUT if dropout is None else dropout)
+    config._attn_implementation = model_args.attn_implementation
+    return T5ForConditionalGeneration(config)
+
+
+def parameter_summary(model) -> list[tuple[str, int, int]]:
+    """(module, total, trainable) parameter counts per top-level module, plus a total row."""
+    rows = []
+    for name, module in model.named_children():
+        params = list(module.parameters())
+        rows.append((name, sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
+    # lm_head/shared may be tied: count unique parameters for the total.
+    unique = {id(p): p for p in model.parameters()}.values()
+    rows.append(("total", sum(p.numel() for p in unique), sum(p.numel() for p in unique if p.requires_grad)))
+    return rows
+
+
+def format_parameter_summary(model) -> str:
+    lines = [f"{'module':<16}{'parameters':>14}{'trainable':>14}"]
+    lines += [f"{name:<16}{total:>14,}{trainable:>14,}" for name, total, trainable in parameter_summary(model)]
+    return "\n".join(lines)

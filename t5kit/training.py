@@ -1,0 +1,227 @@
+"""The training core shared by both scripts: run-folder checks, resume, trackers, the Trainer, and the outputs.
+
+A script builds its model, data and collator, then calls `train_and_save(...)`. Everything launcher-, tracker-
+and output-related lives here once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from t5kit.args import T5TrainingArguments, UsageError, is_main_process
+
+logger = logging.getLogger("t5kit")
+
+LATEST = "latest"
+LABEL_PAD_ID = -100  # ignored by the loss (torch CrossEntropyLoss ignore_index) and by our accuracy
+EXIT_USAGE = 2  # exit status for user mistakes (argparse's convention)
+
+
+def setup_logging(args: T5TrainingArguments) -> None:
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, force=True)
+    # transformers' INFO lines (every file it saves) drown ours; keep its warnings.
+    transformers.utils.logging.set_verbosity(max(level, logging.WARNING))
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    import datasets
+
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+
+
+def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = None) -> None:
+    """Runs a script's main(); user mistakes print one line and exit 2, bugs keep their traceback."""
+    try:
+        main(argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def prepare_output_dir(args: T5TrainingArguments) -> str | None:
+    """Checks the output dir is writable, resolves `--resume_from_checkpoint latest`; returns the checkpoint."""
+    out = Path(args.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--output_dir {out}: not writable ({err.strerror})") from None
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    resume = args.resume_from_checkpoint
+    if resume == LATEST:
+        if last is None:
+            logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting from scratch", out)
+        return last
+    if resume:
+        if not Path(resume).is_dir():
+            raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+        return resume
+    if last is not None:
+        raise UsageError(
+            f"--output_dir {out} already holds {Path(last).name}; pass --resume_from_checkpoint latest to continue, "
+            "or choose another --output_dir"
+        )
+    return None
+
+
+def configure_trackers(args: T5TrainingArguments, run_name: str, group: str | None = None) -> None:
+    """W&B without a reachable account must never crash or hang: go offline and say so."""
+    reports = args.report_to if isinstance(args.report_to, list) else [args.report_to]
+    if "wandb" in reports:
+        os.environ.setdefault("WANDB_PROJECT", "t5-toolkit")
+        if group:
+            os.environ.setdefault("WANDB_RUN_GROUP", group)
+        if os.environ.get("WANDB_MODE") is None and not os.environ.get("WANDB_API_KEY"):
+            netrc = Path.home() / ".netrc"
+            has_login = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+            if not has_login:
+                os.environ["WANDB_MODE"] = "offline"
+                logger.warning(
+                    "W&B: no API key found, logging offline to ./wandb (upload later with `wandb sync`)"
+                )
+    if not args.run_name or args.run_name == args.output_dir:
+        args.run_name = run_name
+
+
+class T5Trainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer that also logs the input-token throughput of each logging interval."""
+
+    _last_log: tuple[float, int] | None = None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.args.include_num_input_tokens_seen != "no":
+            now, tokens = time.perf_counter(), self.state.num_input_tokens_seen
+            if self._last_log is not None and now > self._last_log[0]:
+                logs["tokens_per_second"] = round((tokens - self._last_log[1]) / (now - self._last_log[0]), 1)
+            self._last_log = (now, tokens)
+        super().log(logs, start_time)
+
+
+class EpochToCollatorCallback(TrainerCallback):
+    """Keeps a collator's epoch in step with training (for collators without an indexed dataset)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.collator, "set_epoch"):
+            self.collator.set_epoch(int(state.epoch or 0))
+
+
+def describe_batch(args: T5TrainingArguments) -> dict[str, int]:
+    world = args.world_size
+    return {
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "world_size": world,
+        "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+    }
+
+
+def plot_loss(log_history: list[dict], path: Path) -> None:
+    """Training (and eval, where logged) loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
+    evals = [(row["step"], row["eval_loss"]) for row in log_history if "eval_loss" in row]
+    if not train and not evals:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for points, label in ((train, "train"), (evals, "eval")):
+        if points:
+            steps, losses = zip(*points)
+            ax.plot(steps, losses, marker="." if label == "eval" else None, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_and_save(
+    trainer: T5Trainer,
+    tokenizer,
+    resume_checkpoint: str | None,
+    extra_results: dict | None = None,
+) -> dict:
+    """Trains (resuming where asked), evaluates, saves the final model, tokenizer, results and plot."""
+    args = trainer.args
+    batch = describe_batch(args)
+    logger.info(
+        "effective batch %d = %d per device x %d accumulation x %d processes",
+        batch["effective_batch_size"],
+        batch["per_device_train_batch_size"],
+        batch["gradient_accumulation_steps"],
+        batch["world_size"],
+    )
+    out = Path(args.output_dir)
+    results: dict = {}
+    if args.do_train or trainer.train_dataset is not None:
+        train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
+        results.update(train_output.metrics)
+        trainer.save_model(str(out))  # safetensors + config (+ tokenizer, via processing_class)
+        trainer.save_state()
+    if trainer.eval_dataset is not None:
+        results.update(trainer.evaluate())
+    results.update(batch)
+    results["distributed_type"] = str(trainer.accelerator.distributed_type).split(".")[-1]
+    results["precision"] = "bf16" if args.bf16 else "fp32"
+    results.update(extra_results or {})
+    if trainer.is_world_process_zero():
+        trainer.save_metrics("all", _jsonable(results), combined=False)
+        plot_loss(trainer.state.log_history, out / "loss.png")
+        tokenizer.save_pretrained(str(out))
+    return results
+
+
+def _jsonable(values: dict) -> dict:
+    clean = {}
+    for key, value in values.items():
+        if isinstance(value, (np.generic, torch.Tensor)):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        clean[key] = value
+    return clean
+
+
+def token_accuracy_metrics() -> tuple[Callable, Callable]:
+    """(preprocess_logits_for_metrics, compute_metrics) for teacher-forced token accuracy on label positions."""
+
+    def preprocess(logits, labels):
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return logits.argmax(dim=-1)
+
+    def compute(eval_pred):
+        predictions, labels = eval_pred.predictions, eval_pred.label_ids
+        mask = labels != LABEL_PAD_ID
+        correct = (predictions == labels) & mask
+        return {"span_accuracy": float(correct.sum() / max(mask.sum(), 1))}
+
+    return preprocess, compute
+
+
+def write_json(path: Path, values: dict) -> None:
+    path.write_text(json.dumps(_jsonable(values), indent=2, sort_keys=True) + "\n", encoding="utf-8")
