@@ -21,6 +21,7 @@ from t5kit.corpus import (
     EpochIndexedBlocks,
     PretrainDataArguments,
     StreamIndexedBlocks,
+    drop_empty_documents,
     iter_texts,
     load_documents,
     pack_corpus,
@@ -90,13 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
         "span corruption: %d raw tokens -> %d input / %d target tokens", raw_length, data_args.input_length, target_length
     )
 
-    docs = load_documents(data_args)
+    report = CorpusReport()
+    with train_args.main_process_first(desc="reading the corpus"):
+        docs = drop_empty_documents(load_documents(data_args), report, data_args.preprocessing_num_workers)
     tokenizer = get_tokenizer(model_args, docs, train_args)
     model = load_model(model_args, tokenizer, default_dropout=PRETRAIN_DROPOUT)
     if is_main_process():
         logger.info("model:\n%s", format_parameter_summary(model))
 
-    report = CorpusReport()
     with train_args.main_process_first(desc="tokenizing and packing"):
         packed = pack_corpus(docs, tokenizer, raw_length, data_args.preprocessing_num_workers, report)
     train_blocks, eval_blocks = split_blocks(packed, data_args, train_args.seed, report)

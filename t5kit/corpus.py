@@ -206,7 +206,20 @@ def load_documents(args: PretrainDataArguments) -> datasets.Dataset | datasets.I
     # Cached by the datasets library, keyed on the generator and its arguments (file paths; contents are not
     # hashed, so the cache key also includes each file's size and mtime).
     gen_kwargs["_stamp"] = [(Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
-    return datasets.Dataset.from_generator(_stamped_documents, features=features, gen_kwargs=gen_kwargs)
+    try:
+        return datasets.Dataset.from_generator(_stamped_documents, features=features, gen_kwargs=gen_kwargs)
+    except datasets.exceptions.DatasetGenerationError as err:
+        raise _usage_error_inside(err) from None
+
+
+def _usage_error_inside(err: BaseException) -> BaseException:
+    """The UsageError that `datasets` wrapped while running our generator, else the original error."""
+    cause = err
+    while cause is not None:
+        if isinstance(cause, UsageError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return err
 
 
 def _stamped_documents(paths, text_column, document_split, _stamp):
@@ -225,8 +238,7 @@ def _select_text_column(ds, text_column: str, where: str):
 def iter_texts(ds, limit: int | None = None) -> Iterator[str]:
     """Non-empty document texts (for tokenizer training), reading in batches."""
     count = 0
-    iterable = ds.iter(batch_size=1000) if hasattr(ds, "iter") else None
-    for batch in iterable:
+    for batch in ds.iter(batch_size=1000):
         for text in batch["text"]:
             if text and text.strip():
                 yield text
@@ -256,16 +268,25 @@ def _pack_batch(batch, raw_length: int, eos_id: int):
     return {"input_ids": flat[:usable].reshape(-1, raw_length).tolist()}
 
 
-def pack_corpus(docs, tokenizer, raw_length: int, num_proc: int | None, report: CorpusReport):
-    """Tokenizes documents and packs them into blocks of `raw_length` token ids (an `input_ids` column)."""
-    streaming = isinstance(docs, datasets.IterableDataset)
-    nonempty = docs.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True, **_proc(docs, num_proc))
-    if not streaming:
+def _nonempty(batch):
+    return [bool(text and text.strip()) for text in batch["text"]]
+
+
+def drop_empty_documents(docs, report: CorpusReport, num_proc: int | None = None):
+    """Removes empty documents, counting them in `report` (streamed corpora are filtered lazily, uncounted)."""
+    nonempty = docs.filter(_nonempty, batched=True, **_proc(docs, num_proc))
+    if not isinstance(docs, datasets.IterableDataset):
         report.documents = len(docs)
         report.empty_documents_skipped = len(docs) - len(nonempty)
         if len(nonempty) == 0:
             raise UsageError("the corpus has no non-empty documents (--train_files / --dataset_name)")
-    tokenized = nonempty.map(
+    return nonempty
+
+
+def pack_corpus(docs, tokenizer, raw_length: int, num_proc: int | None, report: CorpusReport):
+    """Tokenizes non-empty documents and packs them into blocks of `raw_length` ids (an `input_ids` column)."""
+    streaming = isinstance(docs, datasets.IterableDataset)
+    tokenized = docs.map(
         _tokenize_batch,
         batched=True,
         batch_size=TOKENIZE_BATCH_DOCS,

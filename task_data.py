@@ -1,0 +1,393 @@
+"""Load task data into ``datasets.Dataset`` objects with the hub's schema.
+
+GLUE rows get the column names and integer labels of ``nyu-mll/glue`` on the
+hub (sentence; sentence1/sentence2; question1/question2; question/sentence;
+premise/hypothesis; label; idx), whether they come from the hub or from a
+local copy of the official GLUE download (``--data_dir``). User data for
+``--benchmark custom`` becomes columns source, target, idx.
+
+Every loader returns ``(dataset, LoadReport)``. Bad input is a ``ValueError``
+naming the file, the line and the flag; empty text fields are only counted.
+
+Local GLUE files are tab-separated with no quoting: a quote character is text
+("QUOTE_NONE" in the GLUE and HF loaders), so lines are split on "\\t" here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import datasets
+
+from constants import INVALID, UNLABELED, TaskSpec
+
+UTF8_BOM = b"\xef\xbb\xbf"  # MRPC train/dev start with one (from msr_paraphrase_*.txt)
+CUSTOM_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+# A dict entry of this name holds the pair in t2t-tuner's jsonl lines:
+# {"translation": {"s": "source text", "t": "target text"}}.
+T2T_TUNER_KEY = "translation"
+SUBMISSION_HEADER = ("index", "prediction")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a loader read: where from, how many rows, how many were odd.
+
+    empty_fields: column -> number of rows where that text is "" (kept, not fatal).
+    blank_lines: lines with no content at all, skipped (as csv.DictReader does).
+    """
+
+    source: str
+    rows: int
+    empty_fields: dict[str, int] = field(default_factory=dict)
+    blank_lines: int = 0
+
+    @property
+    def num_empty(self) -> int:
+        return sum(self.empty_fields.values())
+
+    def summary(self) -> str:
+        """'SST-2/dev.tsv: 872 rows, 0 empty text fields, 0 blank lines'."""
+        parts = [f"{self.source}: {self.rows} rows, {self.num_empty} empty text fields"]
+        parts += [f"{column}={n}" for column, n in sorted(self.empty_fields.items()) if n]
+        parts.append(f"{self.blank_lines} blank lines skipped")
+        return ", ".join(parts)
+
+
+def _fail(path: str, line: int | None, message: str, flag: str) -> ValueError:
+    where = f"{path} line {line}" if line is not None else path
+    return ValueError(f"{where}: {message} (check {flag})")
+
+
+def _read_lines(path: str, flag: str) -> list[tuple[int, str]]:
+    """(1-based line number, text) for each line of a UTF-8 file.
+
+    Splits on "\\n" only (a "\\r" before it is dropped): str.splitlines would
+    also split on \\x0b, \\x1c or \\u2028, which occur inside real text. A
+    leading UTF-8 BOM is removed. A missing, empty or non-UTF-8 file raises.
+    """
+    if not os.path.isfile(path):
+        raise _fail(path, None, "file not found", flag)
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    if not data.strip():
+        raise _fail(path, None, "file is empty", flag)
+    raw_lines = data.split(b"\n")
+    if raw_lines[-1] == b"":  # the final newline ends the last line
+        raw_lines.pop()
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            raise _fail(path, number, f"not UTF-8 (byte {raw[e.start]:#04x} at "
+                        f"column {e.start + 1})", flag) from None
+    return lines
+
+
+# --------------------------------------------------------------------------
+# GLUE and other hub-schema tasks
+
+def hub_features(spec: TaskSpec) -> datasets.Features:
+    """The hub schema of a task: text columns, label, idx (int32).
+
+    sst2 -> {"sentence": string, "label": ClassLabel(negative, positive), "idx": int32}
+    """
+    text_columns = [column for _, column in spec.input_fields]
+    order = [c for c, _ in spec.local_columns] or text_columns + [spec.label_column]
+    order += [c for c in text_columns + [spec.label_column] if c not in order]
+    if spec.label_words is not None:
+        label = datasets.ClassLabel(names=list(spec.label_words))
+    elif spec.regression is not None:
+        label = datasets.Value("float32")
+    else:
+        label = datasets.Value("string")
+    features = {c: label if c == spec.label_column else datasets.Value("string")
+                for c in order}
+    features["idx"] = datasets.Value("int32")
+    return datasets.Features(features)
+
+
+def _parse_label(spec: TaskSpec, raw: str, path: str, line: int, flag: str):
+    """A file's label text -> hub label value.
+
+    Label words map to their index ("entailment" -> 0 for RTE); digits are the
+    index itself ("1" for SST-2); a regression score must lie in its range.
+    """
+    if spec.label_words is not None:
+        if raw in spec.label_words:
+            return spec.label_words.index(raw)
+        if raw.isdigit() and int(raw) < len(spec.label_words):
+            return int(raw)
+        raise _fail(path, line, f"label {raw!r} is not in the {spec.name} label set "
+                    f"{list(spec.label_words)} or 0..{len(spec.label_words) - 1}", flag)
+    if spec.regression is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not spec.regression.contains(value):
+            raise _fail(path, line, f"score {raw!r} is not a number in "
+                        f"[{spec.regression.low}, {spec.regression.high}]", flag)
+        return value
+    return raw
+
+
+def _read_local_split(spec: TaskSpec, split: str, data_dir: str,
+                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+    relative = spec.local_path(split)
+    path = os.path.join(data_dir, relative)
+    if not os.path.isfile(path):
+        raise _fail(path, None, f"file not found; expected the GLUE download layout "
+                    f"<data_dir>/{relative}", flag)
+    lines = _read_lines(path, flag)
+    if split in spec.local_headerless_splits:
+        names, first_data = list(spec.local_headerless_columns), 0
+    else:
+        names, first_data = lines[0][1].split("\t"), 1
+
+    positions = {}
+    for column, file_column in spec.local_columns:
+        if file_column in names:
+            positions[column] = names.index(file_column)
+        elif column == spec.label_column and split in spec.test_splits:
+            positions[column] = None  # test files carry no labels
+        else:
+            raise _fail(path, 1, f"header has no column {file_column!r} (for {column!r}); "
+                        f"it has {names}", flag)
+
+    text_columns = [c for c, _ in spec.local_columns if c != spec.label_column]
+    rows: dict[str, list[Any]] = {c: [] for c in hub_features(spec)}
+    empty = {c: 0 for c in text_columns}
+    blank = 0
+    for number, text in lines[first_data:]:
+        if not text:
+            blank += 1
+            continue
+        fields = text.split("\t")
+        if len(fields) != len(names):
+            raise _fail(path, number, f"expected {len(names)} tab-separated fields "
+                        f"{names}, found {len(fields)}", flag)
+        for column in text_columns:
+            value = fields[positions[column]]
+            empty[column] += value == ""
+            rows[column].append(value)
+        label_at = positions[spec.label_column]
+        rows[spec.label_column].append(
+            UNLABELED if label_at is None
+            else _parse_label(spec, fields[label_at], path, number, flag))
+        # idx counts data rows from 0, as the hub's GLUE builder does.
+        rows["idx"].append(len(rows["idx"]))
+    if not rows["idx"]:
+        raise _fail(path, None, "file has no data rows", flag)
+    dataset = datasets.Dataset.from_dict(rows, features=hub_features(spec))
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty,
+                               blank_lines=blank)
+
+
+def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
+                    ) -> tuple[datasets.Dataset, LoadReport]:
+    """One split of a task, with the hub schema.
+
+    split: a hub split name of the task, e.g. "validation" or, for MNLI,
+      "validation_matched" (read from <data_dir>/MNLI/dev_matched.tsv).
+    data_dir: the official GLUE download folder; None loads from the hub
+      (``datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)``).
+    Test splits carry label -1 (UNLABELED).
+
+    load_glue_split(get_task("glue", "sst2"), "validation", "glue_data")[0][0]
+      -> {"sentence": "it 's a charming and often affecting journey . ",
+          "label": 1, "idx": 0}
+    """
+    if split not in spec.splits:
+        raise ValueError(f"task {spec.full_name} has no split {split!r}; "
+                         f"choose one of: {', '.join(spec.splits)}")
+    if data_dir is not None:
+        return _read_local_split(spec, split, data_dir, flag="--data_dir")
+    if spec.hub_path is None:
+        raise ValueError(f"task {spec.full_name} has no hub source; pass --data_dir")
+    dataset = datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)
+    empty = {c: sum(v == "" for v in dataset[c]) for _, c in spec.input_fields}
+    return dataset, LoadReport(source=f"hub {spec.hub_path} {spec.hub_config} {split}",
+                               rows=len(dataset), empty_fields=empty)
+
+
+# --------------------------------------------------------------------------
+# User data for --benchmark custom
+
+def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
+    """(line, location text, record) for each record of a jsonl/json/csv/tsv file."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in CUSTOM_FORMATS:
+        raise _fail(path, None, f"unsupported file type {suffix!r}; use one of "
+                    f"{', '.join(CUSTOM_FORMATS)}", flag)
+    lines = _read_lines(path, flag)
+    if suffix == ".json" and lines[0][1].lstrip().startswith("["):
+        # One JSON array of objects (a .json file of JSON lines reads as jsonl).
+        try:
+            items = json.loads("\n".join(text for _, text in lines))
+        except json.JSONDecodeError as e:
+            raise _fail(path, e.lineno, f"invalid JSON: {e.msg}", flag) from None
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise _fail(path, None, f"record {i} is {type(item).__name__}, "
+                            "expected an object", flag)
+            yield None, f"record {i}", item
+    elif suffix in (".jsonl", ".json"):
+        for number, text in lines:
+            if not text.strip():
+                continue
+            try:
+                item = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise _fail(path, number, f"invalid JSON: {e.msg}", flag) from None
+            if not isinstance(item, dict):
+                raise _fail(path, number, f"line holds {type(item).__name__}, "
+                            "expected an object", flag)
+            yield number, f"line {number}", item
+    elif suffix == ".csv":
+        # Real CSV quoting applies here (user files quote fields with commas).
+        reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)))
+        try:
+            header = next(reader)
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise _fail(path, reader.line_num, f"expected {len(header)} fields "
+                                f"{header}, found {len(row)}", flag)
+                yield reader.line_num, f"line {reader.line_num}", dict(zip(header, row))
+        except csv.Error as e:
+            raise _fail(path, reader.line_num, f"invalid CSV: {e}", flag) from None
+    else:  # .tsv: no quoting, a quote is text
+        header = lines[0][1].split("\t")
+        for number, text in lines[1:]:
+            if not text:
+                continue
+            fields = text.split("\t")
+            if len(fields) != len(header):
+                raise _fail(path, number, f"expected {len(header)} tab-separated fields "
+                            f"{header}, found {len(fields)}", flag)
+            yield number, f"line {number}", dict(zip(header, fields))
+
+
+def load_custom_split(path: str, source_column: str = "source",
+                      target_column: str = "target", source_id: str = "s",
+                      target_id: str = "t", *, flag: str = "--train_file",
+                      require_target: bool = True,
+                      ) -> tuple[datasets.Dataset, LoadReport]:
+    """User data (.jsonl, .json, .csv, .tsv) -> Dataset with source, target, idx.
+
+    A record holds ``source_column`` and ``target_column``, or, in t2t-tuner's
+    jsonl format, {"translation": {source_id: ..., target_id: ...}}:
+      {"translation": {"s": "Hallo", "t": "Hello"}} -> source "Hallo", target "Hello".
+    flag: the option that named the file, for error messages ("--test_file").
+    require_target=False lets a file without targets load (target "").
+    """
+    sources: list[str] = []
+    targets: list[str] = []
+    empty = {"source": 0, "target": 0}
+    for line, where, record in _records(path, flag):
+        if source_column not in record and isinstance(record.get(T2T_TUNER_KEY), dict):
+            record, columns = record[T2T_TUNER_KEY], (source_id, target_id)
+            kind = f"{T2T_TUNER_KEY!r} object"
+        else:
+            columns, kind = (source_column, target_column), "record"
+        values = []
+        for name, column in zip(("source", "target"), columns):
+            if column not in record:
+                if name == "target" and not require_target:
+                    values.append("")
+                    continue
+                raise _fail(path, line, f"{where}: {kind} has no column {column!r}; "
+                            f"it has {sorted(record)}", flag)
+            value = record[column]
+            if not isinstance(value, str):
+                raise _fail(path, line, f"{where}: column {column!r} holds "
+                            f"{type(value).__name__}, expected text", flag)
+            values.append(value)
+        for name, value in zip(("source", "target"), values):
+            empty[name] += value == ""
+        sources.append(values[0])
+        targets.append(values[1])
+    if not sources:
+        raise _fail(path, None, "file has no records", flag)
+    features = datasets.Features({"source": datasets.Value("string"),
+                                  "target": datasets.Value("string"),
+                                  "idx": datasets.Value("int32")})
+    dataset = datasets.Dataset.from_dict(
+        {"source": sources, "target": targets, "idx": list(range(len(sources)))},
+        features=features)
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty)
+
+
+# --------------------------------------------------------------------------
+# GLUE leaderboard files
+
+def glue_submission_filename(spec: TaskSpec, split: str = "test") -> str:
+    """The official file name: (sst2, "test") -> "SST-2.tsv";
+    (mnli, "test_mismatched") -> "MNLI-mm.tsv"; (ax, "test") -> "AX.tsv"."""
+    return spec.submission_file(split)
+
+
+def write_glue_submission(spec: TaskSpec, predictions: Sequence[int | float],
+                          path: str, invalid_fallback: int | float = 0) -> int:
+    """Write the leaderboard TSV "index\\tprediction"; return how many
+    predictions were invalid and replaced by ``invalid_fallback``.
+
+    predictions[i] is the postprocessed prediction for the test row with idx i:
+    a class index (INVALID allowed) or an STS-B score. Written as label words
+    for MNLI/AX/QNLI/RTE (spec.submission_label_words), as integers for the
+    other classification tasks, as scores with 3 decimals for STS-B:
+      rte [0, 1, -1] -> "index\\tprediction\\n0\\tentailment\\n1\\tnot_entailment\\n2\\tentailment\\n"
+    """
+    if not predictions:
+        raise ValueError(f"no predictions to write to {path}")
+
+    def valid(value) -> bool:
+        if spec.label_words is not None:
+            return (not isinstance(value, bool) and isinstance(value, numbers.Integral)
+                    and 0 <= value < len(spec.label_words))
+        if spec.regression is not None:
+            return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+                    and spec.regression.contains(float(value)))
+        return False
+
+    if spec.label_words is None and spec.regression is None:
+        raise ValueError(f"task {spec.full_name} has no GLUE leaderboard format")
+    if not valid(invalid_fallback):
+        raise ValueError(f"invalid_fallback {invalid_fallback!r} is no valid prediction "
+                         f"for task {spec.full_name}")
+    replaced = 0
+    lines = ["\t".join(SUBMISSION_HEADER)]
+    for index, value in enumerate(predictions):
+        if not valid(value):  # INVALID (-1) or out of range
+            value, replaced = invalid_fallback, replaced + 1
+        if spec.regression is not None:
+            text = f"{float(value):.3f}"
+        elif spec.submission_label_words:
+            text = spec.label_words[int(value)]
+        else:
+            text = str(int(value))
+        lines.append(f"{index}\t{text}")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(lines) + "\n")
+    return replaced
+
+
+__all__ = ["LoadReport", "hub_features", "load_glue_split", "load_custom_split",
+           "glue_submission_filename", "write_glue_submission", "INVALID", "UNLABELED"]

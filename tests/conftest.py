@@ -1,0 +1,15 @@
+import os
+import sys
+from pathlib import Path
+
+# Tests import the top-level scripts and modules; never reach the hub or W&B.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# absl's TestCase helpers (create_tempdir) read flags; pytest never parses them.
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()

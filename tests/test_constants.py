@@ -1,0 +1,266 @@
+"""Tests for the task table in constants.py: golden formats per GLUE task,
+label words, postprocessing, STS-B rounding, registry errors."""
+
+import dataclasses
+
+from absl.testing import absltest, parameterized
+from transformers import ByT5Tokenizer
+
+import constants
+from constants import INVALID
+
+GLUE_TASKS = sorted(constants.DATASET_VALS["glue"])
+TOKENIZER = ByT5Tokenizer()  # byte-level: needs no vocabulary file
+
+# One golden example per GLUE task: (hub-schema example, inputs, targets).
+# Format: t5/data/preprocessors.py glue() joins [prefix, "key:", value, ...]
+# with single spaces over the sorted feature names; label names are the tfds
+# GLUE label_classes (t5/data/glue_utils.py). Texts are modelled on the T5
+# paper, appendix D, or taken from the GLUE files named.
+GOLDEN = {
+    "cola": (  # T5 paper D.1
+        {"sentence": "John made Bill master of himself.", "label": 1, "idx": 0},
+        "cola sentence: John made Bill master of himself.",
+        "acceptable"),
+    "sst2": (  # GLUE SST-2 dev.tsv line 2; the value's trailing space is kept, as in T5
+        {"sentence": "it 's a charming and often affecting journey . ", "label": 1, "idx": 0},
+        "sst2 sentence: it 's a charming and often affecting journey . ",
+        "positive"),
+    "mrpc": (  # T5 paper D.4 (shortened)
+        {"sentence1": "We acted because we saw the existing evidence in a new light .",
+         "sentence2": "Rather , the US acted because it saw \" existing evidence \" .",
+         "label": 1, "idx": 0},
+        "mrpc sentence1: We acted because we saw the existing evidence in a new light . "
+        "sentence2: Rather , the US acted because it saw \" existing evidence \" .",
+        "equivalent"),
+    "qqp": (  # T5 paper D.6
+        {"question1": "What attributes would have made you highly desirable in ancient Rome?",
+         "question2": "How I GET OPPERTINUTY TO JOIN IT COMPANY AS A FRESHER?",
+         "label": 0, "idx": 0},
+        "qqp question1: What attributes would have made you highly desirable in ancient Rome? "
+        "question2: How I GET OPPERTINUTY TO JOIN IT COMPANY AS A FRESHER?",
+        "not_duplicate"),
+    "stsb": (  # t5/data/preprocessors.py stsb() docstring
+        {"sentence1": "Three more US soldiers killed in Afghanistan",
+         "sentence2": "NATO Soldier Killed in Afghanistan", "label": 1.8, "idx": 0},
+        "stsb sentence1: Three more US soldiers killed in Afghanistan "
+        "sentence2: NATO Soldier Killed in Afghanistan",
+        "1.8"),
+    "mnli": (  # T5 paper D.3: hypothesis comes before premise (sorted keys)
+        {"premise": "yeah well losing is i mean i'm i'm originally from Saint Louis",
+         "hypothesis": "The St. Louis Cardinals have always won.", "label": 2, "idx": 0},
+        "mnli hypothesis: The St. Louis Cardinals have always won. "
+        "premise: yeah well losing is i mean i'm i'm originally from Saint Louis",
+        "contradiction"),
+    "qnli": (  # T5 paper D.5
+        {"question": "Where did Jebe die?",
+         "sentence": "Genghis Khan recalled Subutai back to Mongolia soon afterwards, "
+                     "and Jebe died on the road back to Samarkand.",
+         "label": 0, "idx": 0},
+        "qnli question: Where did Jebe die? sentence: Genghis Khan recalled Subutai back to "
+        "Mongolia soon afterwards, and Jebe died on the road back to Samarkand.",
+        "entailment"),
+    "rte": (  # GLUE RTE dev.tsv line 2
+        {"sentence1": "Dana Reeve, the widow of the actor Christopher Reeve, has died.",
+         "sentence2": "Christopher Reeve had an accident.", "label": 1, "idx": 0},
+        "rte sentence1: Dana Reeve, the widow of the actor Christopher Reeve, has died. "
+        "sentence2: Christopher Reeve had an accident.",
+        "not_entailment"),
+    "wnli": (  # GLUE WNLI dev.tsv line 2; WNLI label 0 is not_entailment (tfds)
+        {"sentence1": "The drain is clogged with hair. It has to be cleaned.",
+         "sentence2": "The hair has to be cleaned.", "label": 0, "idx": 0},
+        "wnli sentence1: The drain is clogged with hair. It has to be cleaned. "
+        "sentence2: The hair has to be cleaned.",
+        "not_entailment"),
+    "ax": (  # glue_utils.get_glue_text_preprocessor casts ax as "mnli"
+        {"premise": "The cat sat on the mat.", "hypothesis": "The cat did not sit.",
+         "label": 2, "idx": 0},
+        "mnli hypothesis: The cat did not sit. premise: The cat sat on the mat.",
+        "contradiction"),
+}
+
+# tfds GLUE label_classes, index = hub integer label.
+LABEL_WORDS = {
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
+    "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
+    "stsb": None,
+    "mnli": ("entailment", "neutral", "contradiction"),
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+    "ax": ("entailment", "neutral", "contradiction"),
+}
+
+EVERY_TASK = [(name, name) for name in GLUE_TASKS]
+
+
+class TaskTableTest(parameterized.TestCase):
+
+    def test_glue_has_every_task(self):
+        self.assertEqual(set(GLUE_TASKS), set(GOLDEN))
+        self.assertEqual(set(GLUE_TASKS), set(LABEL_WORDS))
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_golden_format(self, name):
+        spec = constants.get_task("glue", name)
+        example, inputs, targets = GOLDEN[name]
+        self.assertEqual(constants.format_source(spec, example), inputs)
+        self.assertEqual(constants.format_target(spec, example), targets)
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_label_words(self, name):
+        spec = constants.get_task("glue", name)
+        self.assertEqual(spec.label_words, LABEL_WORDS[name])
+        self.assertEqual(constants.label_candidates(spec),
+                         None if LABEL_WORDS[name] is None else list(LABEL_WORDS[name]))
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_targets_survive_tokenizer_round_trip(self, name):
+        spec = constants.get_task("glue", name)
+        for text in constants.target_candidates(spec):
+            ids = TOKENIZER(text)["input_ids"]
+            self.assertEqual(TOKENIZER.decode(ids, skip_special_tokens=True), text)
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_postprocess_inverts_format_target(self, name):
+        spec = constants.get_task("glue", name)
+        if spec.label_words is not None:
+            for index, word in enumerate(spec.label_words):
+                target = constants.format_target(spec, {"label": index})
+                self.assertEqual(target, word)
+                self.assertEqual(constants.postprocess(spec, target), index)
+                self.assertEqual(constants.postprocess(spec, f" {word}\n"), index)
+        else:
+            for text in constants.target_candidates(spec):
+                self.assertAlmostEqual(constants.postprocess(spec, text), float(text))
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_postprocess_invalid_text(self, name):
+        spec = constants.get_task("glue", name)
+        bad = ["", "maybe", "positive positive", "entailment entailment", "7.0", "-1", "nan"]
+        for text in bad:
+            if spec.label_words is not None and text.strip() in spec.label_words:
+                continue
+            self.assertEqual(constants.postprocess(spec, text), INVALID, msg=repr(text))
+
+    @parameterized.named_parameters(*EVERY_TASK)
+    def test_record_is_consistent(self, name):
+        spec = constants.get_task("glue", name)
+        self.assertEqual((spec.benchmark, spec.name), ("glue", name))
+        self.assertEqual(spec.hub_path, "nyu-mll/glue")
+        self.assertEqual(spec.hub_config, name)
+        self.assertEqual(spec.prefix, "mnli" if name == "ax" else name)
+        for metric in spec.metrics:
+            self.assertIn(metric, constants.METRICS)
+        if spec.metrics:
+            self.assertIn(spec.metric_to_optimize, spec.metrics)
+        for split in spec.splits:
+            self.assertTrue(spec.local_path(split).endswith(".tsv"))
+        for split in spec.test_splits:
+            self.assertTrue(spec.submission_file(split).endswith(".tsv"))
+        with self.assertRaises(dataclasses.FrozenInstanceError):
+            spec.prefix = "x"
+
+    def test_mnli_and_ax_splits(self):
+        mnli = constants.get_task("glue", "mnli")
+        self.assertEqual(mnli.validation_splits, ("validation_matched", "validation_mismatched"))
+        self.assertEqual(mnli.local_path("validation_matched"), "MNLI/dev_matched.tsv")
+        self.assertEqual(mnli.local_path("validation_mismatched"), "MNLI/dev_mismatched.tsv")
+        self.assertEqual(mnli.submission_file("test_mismatched"), "MNLI-mm.tsv")
+        ax = constants.get_task("glue", "ax")
+        self.assertEqual(ax.splits, ("test",))
+        self.assertEqual(ax.local_path("test"), "diagnostic/diagnostic.tsv")
+
+    def test_max_target_length_with_byt5(self):
+        # ByT5: one token per byte plus EOS.
+        lengths = {name: constants.max_target_length(constants.get_task("glue", name), TOKENIZER)
+                   for name in ("sst2", "mnli", "stsb", "mrpc")}
+        self.assertEqual(lengths, {"sst2": len("positive") + 1, "mnli": len("contradiction") + 1,
+                                   "stsb": len("0.0") + 1, "mrpc": len("not_equivalent") + 1})
+        self.assertIsNone(constants.max_target_length(constants.custom_task(), TOKENIZER))
+
+    def test_custom_task_format(self):
+        spec = constants.custom_task("summarize:")
+        example = {"source": "a long text", "target": "short"}
+        self.assertEqual(constants.format_source(spec, example), "summarize: a long text")
+        self.assertEqual(constants.format_target(spec, example), "short")
+        self.assertEqual(constants.postprocess(spec, " short "), " short ")
+
+
+class StsbRoundingTest(parameterized.TestCase):
+    # T5 preprocessors.stsb: tf.as_string(tf.round(label * 5) / 5, precision=1).
+    # tf.round rounds half to even ("banker's rounding", TF docs), so exact
+    # halves such as 2.5 * 5 = 12.5 go to the even neighbour: 12 -> "2.4",
+    # where round-half-up (floor(x * 5 + 0.5)) would give "2.6".
+    @parameterized.parameters(
+        (3.79, "3.8"), (1.8, "1.8"), (0.0, "0.0"), (5.0, "5.0"), (0.1, "0.0"),
+        (0.5, "0.4"), (1.5, "1.6"), (2.5, "2.4"), (3.5, "3.6"), (4.5, "4.4"),
+        (3.799999952316284, "3.8"),  # the hub stores STS-B scores as float32
+        (4, "4.0"),
+    )
+    def test_rounding(self, score, expected):
+        spec = constants.get_task("glue", "stsb")
+        self.assertEqual(constants.format_target(spec, {"label": score}), expected)
+
+    def test_candidates(self):
+        candidates = constants.target_candidates(constants.get_task("glue", "stsb"))
+        self.assertLen(candidates, 26)
+        self.assertEqual(candidates[:3], ["0.0", "0.2", "0.4"])
+        self.assertEqual(candidates[-1], "5.0")
+
+    @parameterized.parameters(7.0, -0.1, float("nan"), "3.8", True)
+    def test_score_outside_range_raises(self, score):
+        with self.assertRaisesRegex(ValueError, "stsb"):
+            constants.format_target(constants.get_task("glue", "stsb"), {"label": score})
+
+
+class ErrorTest(parameterized.TestCase):
+
+    @parameterized.parameters(-1, 2, 1.0, "1", True, None)
+    def test_label_outside_label_set_raises(self, label):
+        with self.assertRaisesRegex(ValueError, "outside the label set"):
+            constants.format_target(constants.get_task("glue", "sst2"), {"label": label})
+
+    def test_missing_column_raises(self):
+        with self.assertRaisesRegex(ValueError, "no column 'sentence2'"):
+            constants.format_source(constants.get_task("glue", "rte"), {"sentence1": "a"})
+
+    def test_duplicate_registration_raises(self):
+        registry = {}
+        spec = constants.get_task("glue", "sst2")
+        constants.register(spec, registry)
+        with self.assertRaisesRegex(ValueError, "already registered"):
+            constants.register(spec, registry)
+        with self.assertRaisesRegex(ValueError, "glue/cola is already registered"):
+            constants.register(constants.get_task("glue", "cola"))
+
+    def test_unknown_task_lists_choices(self):
+        with self.assertRaisesRegex(ValueError, "--dataset_name 'sst' .* ax, cola, mnli, mrpc, "
+                                                "qnli, qqp, rte, sst2, stsb, wnli"):
+            constants.get_task("glue", "sst")
+        with self.assertRaisesRegex(ValueError, "--benchmark 'superglue' .* glue"):
+            constants.get_task("superglue", "rte")
+
+    @parameterized.named_parameters(
+        ("optimize_not_in_metrics", dict(metric_to_optimize="f1"), "metric_to_optimize"),
+        ("unknown_metric", dict(metrics=("bleu",), metric_to_optimize="bleu"), "unknown metrics"),
+        ("f1_needs_two_labels", dict(label_words=("a", "b", "c"), metrics=("f1",),
+                                     metric_to_optimize="f1"), "two label words"),
+        ("pearson_needs_regression", dict(metrics=("pearson",), metric_to_optimize="pearson"),
+         "regression"),
+        ("both_label_kinds", dict(regression=constants.Regression(0.0, 5.0, 5, 1)), "not both"),
+        ("padded_label_word", dict(label_words=("negative", " positive")), "whitespace"),
+        ("repeated_label_word", dict(label_words=("yes", "yes")), "repeat"),
+        ("unknown_local_split", dict(local_files=(("dev", "dev"),)), "local_files"),
+        ("unmapped_column", dict(local_columns=(("label", "label"),)), "sentence"),
+        ("padded_prefix", dict(prefix="sst2 "), "whitespace"),
+    )
+    def test_invalid_record_raises(self, changes, message):
+        with self.assertRaisesRegex(ValueError, message):
+            dataclasses.replace(constants.get_task("glue", "sst2"), **changes)
+
+
+if __name__ == "__main__":
+    absltest.main()

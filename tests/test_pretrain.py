@@ -1,0 +1,202 @@
+"""End-to-end pre-training on real text with a tiny model: tokenizer, training, outputs, reload, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from absl.testing import absltest, parameterized
+from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+import pre_train_t5
+from t5kit.args import UsageError
+from t5kit.tokenizer import NUM_SENTINELS, train_tokenizer
+from tests.helpers import REPO, corpus_slice
+
+TINY = ["--model_config", "tiny", "--input_length", "64", "--per_device_train_batch_size", "8", "--report_to", "none"]
+
+
+def loss_trace(run_dir: Path) -> dict[int, float]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {row["step"]: row["loss"] for row in state["log_history"] if "loss" in row}
+
+
+class TokenizerTest(parameterized.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        corpus = corpus_slice(cls.tmp, "corpus/wikitext2_tokenized/part-000.txt", lines=1500)
+        texts = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        cls.tokenizer = train_tokenizer(texts, vocab_size=1000, output_dir=cls.tmp / "tok")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_special_ids_follow_t5_layout(self):
+        tok = self.tokenizer
+        self.assertLen(tok, 1000)
+        self.assertEqual((tok.pad_token_id, tok.eos_token_id, tok.unk_token_id), (0, 1, 2))
+        sentinel_ids = tok.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(NUM_SENTINELS)])
+        # T5: <extra_id_0> is the highest id, then counting down.
+        self.assertEqual(sentinel_ids, list(range(999, 999 - NUM_SENTINELS, -1)))
+
+    @parameterized.parameters("The tower is 324 metres tall .", "Homarus gammarus , known as the European lobster")
+    def test_round_trip_and_reload(self, text):
+        ids = self.tokenizer(text).input_ids
+        self.assertEqual(ids[-1], 1)  # EOS appended
+        self.assertNotIn(self.tokenizer.unk_token_id, ids)
+        self.assertEqual(self.tokenizer.decode(ids, skip_special_tokens=True), text)
+        reloaded = AutoTokenizer.from_pretrained(self.tmp / "tok")
+        self.assertEqual(reloaded(text).input_ids, ids)
+        self.assertEqual(reloaded.convert_tokens_to_ids("<extra_id_0>"), 999)
+
+    def test_too_small_vocab_is_a_usage_error(self):
+        with self.assertRaisesRegex(UsageError, "--vocab_size"):
+            train_tokenizer(["a b c"], vocab_size=50, output_dir=self.tmp / "bad")
+
+
+class PretrainEndToEndTest(absltest.TestCase):
+    """One 50-step run shared by the checks below (a fresh tokenizer trained on real text)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.corpus = corpus_slice(cls.tmp, lines=4000)
+        cls.run_dir = cls.tmp / "run"
+        cls.argv = [
+            "--train_files", str(cls.corpus), "--vocab_size", "800", *TINY,
+            "--max_steps", "50", "--logging_steps", "5", "--save_steps", "20", "--seed", "3",
+            "--learning_rate", "3e-3", "--output_dir", str(cls.run_dir),
+        ]  # fmt: skip
+        cls.results = pre_train_t5.main(cls.argv)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_loss_falls(self):
+        trace = list(loss_trace(self.run_dir).values())
+        self.assertLen(trace, 10)
+        self.assertLess(sum(trace[-3:]) / 3, sum(trace[:2]) / 2 - 0.5)
+
+    def test_run_folder_contents(self):
+        for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "trainer_state.json",
+                     "loss.png", "checkpoint-20", "checkpoint-40"):  # fmt: skip
+            self.assertTrue((self.run_dir / name).exists(), name)
+        results = json.loads((self.run_dir / "all_results.json").read_text())
+        for key in ("train_loss", "eval_loss", "eval_span_accuracy", "train_samples_per_second", "effective_batch_size"):
+            self.assertIn(key, results)
+        self.assertEqual(results["effective_batch_size"], 8)
+        self.assertGreater(results["corpus_train_blocks"], 50)
+        self.assertGreater(results["corpus_empty_documents_skipped"], 0)  # tiny shakespeare has blank lines
+
+    def test_reload_model_and_tokenizer(self):
+        model = T5ForConditionalGeneration.from_pretrained(self.run_dir)
+        tokenizer = AutoTokenizer.from_pretrained(self.run_dir)
+        self.assertEqual(model.config.vocab_size % 128, 0)
+        self.assertGreaterEqual(model.config.vocab_size, len(tokenizer))
+        batch = tokenizer(["First Citizen : <extra_id_0> speak ."], return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=5)
+        self.assertEqual(out.shape[0], 1)
+
+    def test_resume_continues_the_same_trace(self):
+        """Resuming from checkpoint-20 replays steps 21-50 with the same data, masks and optimizer state."""
+        resumed_dir = self.tmp / "resumed"
+        shutil.copytree(self.run_dir / "checkpoint-20", resumed_dir / "checkpoint-20")
+        shutil.copytree(self.run_dir / "tokenizer", resumed_dir / "tokenizer")
+        argv = [a if a != str(self.run_dir) else str(resumed_dir) for a in self.argv]
+        pre_train_t5.main([*argv, "--resume_from_checkpoint", "latest"])
+        original, resumed = loss_trace(self.run_dir), loss_trace(resumed_dir)
+        for step in range(25, 51, 5):
+            self.assertAlmostEqual(resumed[step], original[step], places=4, msg=f"step {step}")
+
+    def test_existing_checkpoints_need_resume_flag(self):
+        with self.assertRaisesRegex(UsageError, "resume_from_checkpoint latest"):
+            pre_train_t5.main(self.argv)
+
+
+class PretrainInputErrorsTest(parameterized.TestCase):
+    def setUp(self):
+        self.tmp = Path(self.create_tempdir().full_path)
+
+    def run_main(self, *extra: str):
+        argv = ["--vocab_size", "300", *TINY, "--max_steps", "2", "--output_dir", str(self.tmp / "out"), *extra]
+        return pre_train_t5.main(argv)
+
+    def test_missing_file(self):
+        with self.assertRaisesRegex(UsageError, r"--train_files .*nope\.txt: no such file"):
+            self.run_main("--train_files", str(self.tmp / "nope.txt"))
+
+    def test_empty_file(self):
+        (self.tmp / "empty.txt").write_text("")
+        with self.assertRaisesRegex(UsageError, "empty.txt: the file is empty"):
+            self.run_main("--train_files", str(self.tmp / "empty.txt"))
+
+    def test_only_blank_documents(self):
+        (self.tmp / "blank.txt").write_text("\n  \n\n")
+        with self.assertRaisesRegex(UsageError, "no non-empty documents"):
+            self.run_main("--train_files", str(self.tmp / "blank.txt"))
+
+    def test_non_utf8_names_file_and_line(self):
+        (self.tmp / "latin1.txt").write_bytes("good line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
+        with self.assertRaisesRegex(UsageError, r"latin1\.txt:3: not valid UTF-8"):
+            self.run_main("--train_files", str(self.tmp / "latin1.txt"))
+
+    def test_missing_text_column(self):
+        (self.tmp / "docs.jsonl").write_text('{"body": "hello there"}\n')
+        with self.assertRaisesRegex(UsageError, r"docs\.jsonl:1: no column 'text' \(--text_column\); found: body"):
+            self.run_main("--train_files", str(self.tmp / "docs.jsonl"))
+
+    def test_malformed_jsonl_line(self):
+        (self.tmp / "docs.jsonl").write_text('{"text": "ok"}\n{"text": oops}\n')
+        with self.assertRaisesRegex(UsageError, r"docs\.jsonl:2: malformed JSON"):
+            self.run_main("--train_files", str(self.tmp / "docs.jsonl"))
+
+    def test_fp16_is_refused(self):
+        (self.tmp / "a.txt").write_text("some text\n")
+        with self.assertRaisesRegex(UsageError, "--fp16 is refused"):
+            self.run_main("--train_files", str(self.tmp / "a.txt"), "--fp16")
+
+    @parameterized.named_parameters(
+        ("unknown_key", "max_stepz: 3\n", r"cfg\.yaml: unknown key\(s\) max_stepz"),
+        ("bad_yaml", "max_steps: [3\n", r"cfg\.yaml:\d+: not valid YAML"),
+    )
+    def test_bad_config_file(self, text, pattern):
+        (self.tmp / "cfg.yaml").write_text(text)
+        with self.assertRaisesRegex(UsageError, pattern):
+            self.run_main("--train_files", "x.txt", "--config", str(self.tmp / "cfg.yaml"))
+
+    def test_usage_error_exits_2_without_traceback(self):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "pre_train_t5.py"), "--train_files", str(self.tmp / "nope.txt"),
+             "--vocab_size", "300", "--model_config", "tiny", "--output_dir", str(self.tmp / "out")],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        self.assertIn("error: --train_files", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+
+
+class ConfigFileTest(absltest.TestCase):
+    def test_yaml_config_with_command_line_override(self):
+        tmp = Path(self.create_tempdir().full_path)
+        corpus = corpus_slice(tmp, lines=800)
+        (tmp / "cfg.yaml").write_text(
+            f"train_files: [{corpus}]\nvocab_size: 300\nmodel_config: tiny\ninput_length: 32\nmax_steps: 50\n"
+            f"per_device_train_batch_size: 4\noutput_dir: {tmp / 'run'}\nsave_strategy: 'no'\n"
+        )
+        results = pre_train_t5.main(["--config", str(tmp / "cfg.yaml"), "--max_steps", "3"])
+        state = json.loads((tmp / "run" / "trainer_state.json").read_text())
+        self.assertEqual(state["global_step"], 3)  # the command line wins over the file
+        self.assertEqual(results["input_length"], 32)  # the file wins over the default
+
+
+if __name__ == "__main__":
+    absltest.main()
