@@ -290,3 +290,40 @@ class T5DataCollator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         ids = self._stack_input_ids(examples)
         return self.corrupt(ids, self.noise_mask(examples))
+
+
+@dataclasses.dataclass
+class Seq2SeqCollator:
+    """Dynamic padding for fine-tuning: pads each batch to its own longest input and target, never to a max length.
+
+    Inputs are padded with the tokenizer's pad id (attention 0), labels with LABEL_PAD_ID so the loss ignores them.
+    `pad_to_multiple_of` rounds the padded lengths up (8 suits GPU tensor cores; 1 = no rounding).
+
+    >>> Seq2SeqCollator(tokenizer)([{"input_ids": [5, 6, 1]}, {"input_ids": [7, 1]}])["input_ids"]  # doctest: +SKIP
+    tensor([[5, 6, 1], [7, 1, 0]])
+    """
+
+    tokenizer: Any
+    pad_to_multiple_of: int = 1
+
+    def _width(self, rows: Sequence[Sequence[int]]) -> int:
+        longest = max((len(row) for row in rows), default=0)
+        multiple = max(1, self.pad_to_multiple_of)
+        return -(-longest // multiple) * multiple
+
+    def _pad(self, rows: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+        out = np.full((len(rows), self._width(rows)), pad_id, dtype=np.int64)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = row
+        return out
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        inputs = [example["input_ids"] for example in examples]
+        input_ids = self._pad(inputs, self.tokenizer.pad_token_id)
+        attention = np.zeros_like(input_ids)
+        for i, row in enumerate(inputs):
+            attention[i, : len(row)] = 1
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention)}
+        if "labels" in examples[0]:
+            batch["labels"] = torch.from_numpy(self._pad([example["labels"] for example in examples], LABEL_PAD_ID))
+        return batch

@@ -28,7 +28,7 @@ from t5kit.corpus import (
     split_blocks,
 )
 from t5kit.modeling import PRETRAIN_DROPOUT, format_parameter_summary, load_model
-from t5kit.tokenizer import check_sentinels, load_tokenizer, train_tokenizer
+from t5kit.tokenizer import resolve_tokenizer
 from t5kit.training import (
     T5Trainer,
     configure_trackers,
@@ -41,7 +41,6 @@ from t5kit.training import (
 
 logger = logging.getLogger("pre_train_t5")
 
-TOKENIZER_SUBDIR = "tokenizer"  # a tokenizer trained with --vocab_size is kept here, so resumes reuse it
 TOKENIZER_TRAINING_DOCS = 500_000  # documents sampled for --vocab_size training
 
 
@@ -55,28 +54,6 @@ class PretrainingArguments(T5TrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's idx/epoch keys."})
     include_num_input_tokens_seen: str = field(default="all", metadata={"help": "Count input tokens for tokens/s."})
-
-
-def get_tokenizer(model_args: ModelArguments, docs, train_args: PretrainingArguments):
-    """Loads the tokenizer, or trains one with --vocab_size on the corpus (once, on the main process)."""
-    if model_args.vocab_size is None:
-        name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
-        if name is None:
-            from t5kit.args import UsageError
-
-            raise UsageError("give --tokenizer_name_or_path, or --vocab_size N to train a tokenizer on the corpus")
-        tokenizer = load_tokenizer(name)
-    else:
-        saved = Path(train_args.output_dir) / TOKENIZER_SUBDIR
-        with train_args.main_process_first(desc="tokenizer training"):
-            if (saved / "tokenizer_config.json").is_file():
-                tokenizer = load_tokenizer(str(saved))
-            else:
-                tokenizer = train_tokenizer(
-                    iter_texts(docs, TOKENIZER_TRAINING_DOCS), model_args.vocab_size, saved, seed=train_args.seed
-                )
-    check_sentinels(tokenizer)
-    return tokenizer
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     report = CorpusReport()
     with train_args.main_process_first(desc="reading the corpus"):
         docs = drop_empty_documents(load_documents(data_args), report, data_args.preprocessing_num_workers)
-    tokenizer = get_tokenizer(model_args, docs, train_args)
+    tokenizer = resolve_tokenizer(
+        model_args, train_args, lambda: iter_texts(docs, TOKENIZER_TRAINING_DOCS), needs_sentinels=True
+    )
     model = load_model(model_args, tokenizer, default_dropout=PRETRAIN_DROPOUT)
     if is_main_process():
         logger.info("model:\n%s", format_parameter_summary(model))

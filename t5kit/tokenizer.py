@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer
@@ -32,7 +32,7 @@ def _bounded_texts(texts: Iterable[str]) -> Iterable[str]:
             yield text[start : start + MAX_TOKENIZER_TEXT_CHARS]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Path, seed: int = 0) -> T5Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | Path) -> T5Tokenizer:
     """Trains a SentencePiece unigram model of `vocab_size` tokens in all (sentinels included); saves it HF-style.
 
     >>> tok = train_tokenizer(corpus_texts, vocab_size=1000, output_dir="run/tokenizer")  # doctest: +SKIP
@@ -96,3 +96,26 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         raise UsageError(
             f"--tokenizer_name_or_path {name_or_path}: cannot load a tokenizer ({str(err).splitlines()[0]})"
         ) from None
+
+
+TOKENIZER_SUBDIR = "tokenizer"  # a tokenizer trained with --vocab_size is kept in the run folder, so resumes reuse it
+
+
+def resolve_tokenizer(model_args, train_args, texts: Callable[[], Iterable[str]], needs_sentinels: bool):
+    """The run's tokenizer: --tokenizer_name_or_path, the checkpoint's, or one trained with --vocab_size on `texts()`
+    (once, on the main process; other processes and resumed runs load the saved one)."""
+    if model_args.vocab_size is None:
+        name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+        if name is None:
+            raise UsageError("give --tokenizer_name_or_path, or --vocab_size N to train a tokenizer on the data")
+        tokenizer = load_tokenizer(name)
+    else:
+        saved = Path(train_args.output_dir) / TOKENIZER_SUBDIR
+        with train_args.main_process_first(desc="tokenizer training"):
+            if (saved / "tokenizer_config.json").is_file():
+                tokenizer = load_tokenizer(str(saved))
+            else:
+                tokenizer = train_tokenizer(texts(), model_args.vocab_size, saved)
+    if needs_sentinels:
+        check_sentinels(tokenizer)
+    return tokenizer

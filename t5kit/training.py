@@ -164,6 +164,7 @@ def train_and_save(
     tokenizer,
     resume_checkpoint: str | None,
     extra_results: dict | None = None,
+    final_eval: bool = True,
 ) -> dict:
     """Trains (resuming where asked), evaluates, saves the final model, tokenizer, results and plot."""
     args = trainer.args
@@ -177,22 +178,27 @@ def train_and_save(
     )
     out = Path(args.output_dir)
     results: dict = {}
-    if args.do_train or trainer.train_dataset is not None:
+    if trainer.train_dataset is not None:
         train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
         results.update(train_output.metrics)
         trainer.save_model(str(out))  # safetensors + config (+ tokenizer, via processing_class)
         trainer.save_state()
-    if trainer.eval_dataset is not None:
+    if final_eval and trainer.eval_dataset is not None:
         results.update(trainer.evaluate())
     results.update(batch)
     results["distributed_type"] = str(trainer.accelerator.distributed_type).split(".")[-1]
     results["precision"] = "bf16" if args.bf16 else "fp32"
     results.update(extra_results or {})
     if trainer.is_world_process_zero():
-        trainer.save_metrics("all", _jsonable(results), combined=False)
+        save_results(trainer, results)
         plot_loss(trainer.state.log_history, out / "loss.png")
         tokenizer.save_pretrained(str(out))
     return results
+
+
+def save_results(trainer, results: dict) -> None:
+    """<output_dir>/all_results.json, in the Trainer's format (other tools read it)."""
+    trainer.save_metrics("all", _jsonable(results), combined=False)
 
 
 def _jsonable(values: dict) -> dict:

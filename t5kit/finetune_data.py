@@ -1,0 +1,205 @@
+"""Fine-tuning data: a task record + files or hub -> text pairs -> token ids, generated from the record.
+
+Every task goes through the same three steps, with nothing task-specific here:
+1. `load_splits`: raw rows with the hub schema (task_data), per split.
+2. `to_text`: `source`/`target` strings from the record (constants.format_source / format_target).
+3. `tokenize`: ids, labels and a `length` column (for length-grouped batches); truncation is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+
+from constants import TaskSpec, custom_task, format_source, format_target, get_task
+from t5kit.args import UsageError
+from task_data import load_custom_split, load_glue_split
+
+logger = logging.getLogger(__name__)
+
+CUSTOM = "custom"
+
+
+@dataclass
+class FineTuneDataArguments:
+    """Which task and data to fine-tune on."""
+
+    benchmark: str = field(default="glue", metadata={"help": "Benchmark of --dataset_name: glue, or custom."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Task name in the benchmark, e.g. sst2."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv); default: hub."},
+    )
+    train_file: str | None = field(default=None, metadata={"help": "custom: training data (.jsonl/.json/.csv/.tsv)."})
+    validation_file: str | None = field(default=None, metadata={"help": "custom: validation data."})
+    test_file: str | None = field(default=None, metadata={"help": "custom: test data (targets optional)."})
+    source_column: str = field(default="source", metadata={"help": "custom: the input text column."})
+    target_column: str = field(default="target", metadata={"help": "custom: the target text column."})
+    source_id: str = field(default="s", metadata={"help": 'custom, t2t-tuner lines {"translation": {s: .., t: ..}}.'})
+    target_id: str = field(default="t", metadata={"help": "custom, t2t-tuner format: the target key."})
+    prefix: str = field(default="", metadata={"help": "custom: a task prefix put before every input."})
+    max_source_length: int = field(default=512, metadata={"help": "Inputs longer than this are truncated (counted)."})
+    max_target_length: int | None = field(
+        default=None, metadata={"help": "Target truncation length. Default: the longest label word, or 128 for text."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N examples of each eval split."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N test examples."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
+
+    def __post_init__(self):
+        if self.benchmark == CUSTOM:
+            if not (self.train_file or self.validation_file or self.test_file):
+                raise UsageError("--benchmark custom needs --train_file, --validation_file and/or --test_file")
+        elif self.dataset_name is None:
+            raise UsageError(f"--benchmark {self.benchmark} needs --dataset_name (a task, e.g. sst2)")
+        if self.max_source_length < 2:
+            raise UsageError(f"--max_source_length must be >= 2, got {self.max_source_length}")
+
+
+DEFAULT_TEXT_TARGET_LENGTH = 128  # free-text targets (custom tasks) are cut here unless --max_target_length
+
+
+def resolve_task(args: FineTuneDataArguments) -> TaskSpec:
+    if args.benchmark == CUSTOM:
+        return custom_task(args.prefix.strip())
+    try:
+        return get_task(args.benchmark, args.dataset_name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+@dataclass
+class Splits:
+    """The splits a run uses, by role. `validation` maps split name -> dataset (MNLI has two)."""
+
+    train: datasets.Dataset | None = None
+    validation: dict[str, datasets.Dataset] = field(default_factory=dict)
+    test: dict[str, datasets.Dataset] = field(default_factory=dict)
+
+
+def _first(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+
+
+def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evaluate: bool, predict: bool) -> Splits:
+    """Raw rows for each needed split; file problems become UsageErrors naming file, line and flag."""
+    splits = Splits()
+    try:
+        if args.benchmark == CUSTOM:
+            files = {"train": (args.train_file, "--train_file"), "validation": (args.validation_file, "--validation_file"),
+                     "test": (args.test_file, "--test_file")}  # fmt: skip
+
+            def load(role: str, require_target: bool = True):
+                path, flag = files[role]
+                if path is None:
+                    raise UsageError(f"this run needs {flag}")
+                ds, report = load_custom_split(
+                    path, args.source_column, args.target_column, args.source_id, args.target_id,
+                    flag=flag, require_target=require_target,
+                )  # fmt: skip
+                logger.info("%s", report.summary())
+                return ds
+
+            if train:
+                splits.train = load("train")
+            if evaluate:
+                splits.validation["validation"] = load("validation")
+            if predict:
+                splits.test["test"] = load("test", require_target=False)
+        else:
+
+            def load(split: str):
+                ds, report = load_glue_split(spec, split, args.data_dir)
+                logger.info("%s", report.summary())
+                return ds
+
+            if train:
+                if spec.train_split is None:
+                    raise UsageError(f"task {spec.full_name} has no training split (evaluation only)")
+                splits.train = load(spec.train_split)
+            if evaluate:
+                splits.validation = {name: load(name) for name in spec.validation_splits}
+            if predict:
+                splits.test = {name: load(name) for name in spec.test_splits}
+    except UsageError:
+        raise
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    if splits.train is not None:
+        splits.train = _first(splits.train, args.max_train_samples)
+    splits.validation = {k: _first(v, args.max_eval_samples) for k, v in splits.validation.items()}
+    splits.test = {k: _first(v, args.max_predict_samples) for k, v in splits.test.items()}
+    return splits
+
+
+def to_text(spec: TaskSpec, ds: datasets.Dataset, labeled: bool) -> datasets.Dataset:
+    """Adds `source` and `target` text from the record (target "" for unlabeled test rows).
+
+    sst2 row {"sentence": "a gem .", "label": 1, "idx": 0} -> source "sst2 sentence: a gem .", target "positive"
+    """
+
+    def convert(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        sources, targets = [], []
+        for row in rows:
+            sources.append(format_source(spec, row))
+            try:
+                targets.append(format_target(spec, row) if labeled else "")
+            except ValueError as err:
+                raise UsageError(f"example idx {row.get('idx')}: {err}") from None
+        return {"source": sources, "target": targets}
+
+    keep = {"idx"}
+    drop = [c for c in ds.column_names if c not in keep and c not in ("source", "target")]
+    return ds.map(convert, batched=True, remove_columns=drop, desc="formatting")
+
+
+@dataclass
+class TruncationReport:
+    sources_truncated: int = 0
+    targets_truncated: int = 0
+
+    def add(self, other: "TruncationReport") -> None:
+        self.sources_truncated += other.sources_truncated
+        self.targets_truncated += other.targets_truncated
+
+
+def tokenize(
+    ds: datasets.Dataset, tokenizer, max_source_length: int, max_target_length: int, labeled: bool, num_proc=None
+) -> tuple[datasets.Dataset, TruncationReport]:
+    """input_ids / attention_mask / labels / length, truncating (and counting) over-long texts. EOS is kept."""
+    eos = tokenizer.eos_token_id
+
+    def cut(ids: list[int], limit: int) -> tuple[list[int], bool]:
+        if len(ids) <= limit:
+            return ids, False
+        return ids[: limit - 1] + [eos], True
+
+    def encode(batch):
+        out = {"input_ids": [], "labels": [], "length": [], "source_truncated": [], "target_truncated": []}
+        sources = tokenizer(batch["source"])["input_ids"]
+        targets = tokenizer(batch["target"])["input_ids"] if labeled else [[] for _ in sources]
+        for src, tgt in zip(sources, targets):
+            src, src_cut = cut(src, max_source_length)
+            tgt, tgt_cut = cut(tgt, max_target_length) if labeled else (tgt, False)
+            out["input_ids"].append(src)
+            out["labels"].append(tgt)
+            out["length"].append(len(src))
+            out["source_truncated"].append(src_cut)
+            out["target_truncated"].append(tgt_cut)
+        if not labeled:
+            del out["labels"]
+        return out
+
+    tokenized = ds.map(
+        encode, batched=True, num_proc=num_proc if num_proc and num_proc > 1 else None, desc="tokenizing"
+    )
+    flags = tokenized.with_format("numpy", columns=["source_truncated", "target_truncated"])
+    report = TruncationReport(
+        int(np.sum(flags["source_truncated"])), int(np.sum(flags["target_truncated"]))
+    )
+    return tokenized.remove_columns(["source_truncated", "target_truncated"]), report
