@@ -87,6 +87,11 @@ class FineTuneArguments(T5TrainingArguments):
             raise UsageError(f"--eval_mode must be generate or rank, got {self.eval_mode!r}")
         if self.num_beams < 1:
             raise UsageError(f"--num_beams must be >= 1, got {self.num_beams}")
+        # Checked before the parent's __post_init__, which turns do_eval on whenever eval_strategy is not "no".
+        if not (self.do_train or self.do_eval or self.do_predict):
+            raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+        if not (self.do_train or self.do_eval):
+            self.eval_strategy = "no"  # predict only: no validation split is read or scored
         if str(self.eval_strategy) == "no":
             self.load_best_model_at_end = False
         if self.save_strategy is None:
@@ -94,8 +99,6 @@ class FineTuneArguments(T5TrainingArguments):
             if str(self.eval_strategy) == "steps" and self.eval_steps:
                 self.save_steps = self.eval_steps
         super().__post_init__()
-        if not (self.do_train or self.do_eval or self.do_predict):
-            raise UsageError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
             raise UsageError("--early_stopping_patience needs evaluation during training (--eval_strategy steps|epoch)")
 

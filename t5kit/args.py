@@ -102,10 +102,19 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
     save_total_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Dataloader worker processes."})
+    average_tokens_across_devices: bool = field(
+        default=False,
+        metadata={
+            "help": "Normalise the loss by the token count of all processes. Off by default: with it on, "
+            "transformers 5 logs the loss multiplied by the number of processes (shared/STACK.md)."
+        },
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
             raise UsageError("--output_dir is required")
+        # "$VAR" expands, so a sweep can give each trial its own folder: runs/sweep/$WANDB_RUN_ID
+        self.output_dir = os.path.expandvars(self.output_dir)
         if self.fp16:
             raise UsageError(
                 "--fp16 is refused: T5's activations overflow in float16 and the loss turns NaN. "

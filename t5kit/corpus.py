@@ -325,7 +325,13 @@ def _proc(ds, num_proc, desc: str | None = None) -> dict:
 def split_blocks(packed, args: PretrainDataArguments, seed: int, report: CorpusReport):
     """Holds out a seeded random subset of blocks for eval; returns (train, eval or None)."""
     if isinstance(packed, datasets.IterableDataset):
-        return packed, None  # streaming: eval needs a separate finite source, not a slice of the stream
+        # A stream has no length: the first --max_eval_samples blocks are held out and never trained on.
+        n_eval = args.max_eval_samples or 0
+        if n_eval == 0:
+            return packed, None
+        evaluation = datasets.Dataset.from_list(list(packed.take(n_eval)))
+        report.eval_blocks = len(evaluation)
+        return packed.skip(n_eval), evaluation
     n_eval = int(len(packed) * args.validation_split_percentage / 100)
     if args.max_eval_samples is not None:
         n_eval = min(n_eval, args.max_eval_samples)

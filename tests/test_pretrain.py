@@ -184,6 +184,31 @@ class PretrainInputErrorsTest(parameterized.TestCase):
         self.assertNotIn("Traceback", proc.stderr)
 
 
+class StreamingAndFormatsTest(absltest.TestCase):
+    def test_streamed_jsonl_corpus_holds_out_eval_blocks(self):
+        tmp = Path(self.create_tempdir().full_path)
+        lines = corpus_slice(tmp, lines=1500).read_text(encoding="utf-8").splitlines()
+        (tmp / "docs.jsonl").write_text("".join(json.dumps({"body": line}) + "\n" for line in lines))
+        results = pre_train_t5.main([
+            "--train_files", str(tmp / "docs.jsonl"), "--text_column", "body", "--streaming", "--vocab_size", "300",
+            *TINY, "--max_steps", "4", "--max_eval_samples", "8", "--save_strategy", "no",
+            "--output_dir", str(tmp / "run"),
+        ])  # fmt: skip
+        self.assertEqual(results["corpus_eval_blocks"], 8)
+        self.assertIn("eval_loss", results)
+        self.assertEqual(json.loads((tmp / "run" / "trainer_state.json").read_text())["global_step"], 4)
+
+    def test_blank_line_separated_documents(self):
+        from t5kit.corpus import CorpusReport, PretrainDataArguments, drop_empty_documents, load_documents
+
+        tmp = Path(self.create_tempdir().full_path)
+        (tmp / "paras.txt").write_text("one line\nsame doc\n\n\nsecond doc\n\n")
+        args = PretrainDataArguments(train_files=[str(tmp / "paras.txt")], document_split="blank_line")
+        report = CorpusReport()
+        docs = drop_empty_documents(load_documents(args), report)
+        self.assertEqual(docs["text"], ["one line same doc", "second doc"])
+
+
 class ConfigFileTest(absltest.TestCase):
     def test_yaml_config_with_command_line_override(self):
         tmp = Path(self.create_tempdir().full_path)

@@ -1,0 +1,30 @@
+"""`make demo` end to end, shrunk to seconds with --quick: data from the Python install, pre-train, fine-tune."""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from absl.testing import absltest
+
+import demo
+
+
+class DemoTest(absltest.TestCase):
+    def test_quick_demo_runs_offline_and_writes_both_run_folders(self):
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            results = demo.main(["--output_dir", str(tmp), "--quick"])
+            self.assertIn("eval_loss", results["pretrain"])
+            self.assertIn("eval_accuracy", results["finetune"])
+            rows = (tmp / "data" / "train.jsonl").read_text().splitlines()
+            self.assertGreater(len(rows), 100)
+            self.assertIn(json.loads(rows[0])["target"], demo.DEMO_MODULES)
+            predictions = (tmp / "finetune" / "predictions" / "custom_custom_validation.jsonl").read_text()
+            self.assertTrue(predictions.startswith('{"input": "module:'))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,79 @@
+"""The shipped configuration files agree with the code: pins, DeepSpeed JSON, sweep YAMLs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from absl.testing import absltest, parameterized
+
+import fine_tune_t5
+import pre_train_t5
+from t5kit.args import ModelArguments, parse_args
+from t5kit.corpus import PretrainDataArguments
+from t5kit.finetune_data import FineTuneDataArguments
+from tests.helpers import REPO
+
+PROGRAM_GROUPS = {
+    "pre_train_t5.py": (ModelArguments, PretrainDataArguments, pre_train_t5.PretrainingArguments),
+    "fine_tune_t5.py": (ModelArguments, FineTuneDataArguments, fine_tune_t5.FineTuneArguments),
+}
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+
+
+def pins(lines) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        match = re.match(r"^\s*(?:-\s*)?([A-Za-z0-9_.\-]+)==([^\s#]+)", line)
+        if match:
+            found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+class RepoFilesTest(parameterized.TestCase):
+    def test_conda_environment_has_the_same_pins(self):
+        requirements = pins((REPO / "requirements.txt").read_text().splitlines())
+        conda = yaml.safe_load((REPO / "conda_environment_slurm.yml").read_text())
+        pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+        self.assertEqual(pins(pip_section), requirements)
+        self.assertEqual(requirements["torch"], "2.13.0")
+
+    def test_deepspeed_config_defers_to_the_script(self):
+        config = json.loads((REPO / "zero_stage2_config.json").read_text())
+        self.assertEqual(config["zero_optimization"]["stage"], 2)
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                    "gradient_clipping"):  # fmt: skip
+            self.assertEqual(config[key], "auto", key)
+        self.assertEqual(config["bf16"]["enabled"], "auto")
+        self.assertFalse(config["fp16"]["enabled"])
+        self.assertNotIn("optimizer", config)  # --optim / --learning_rate stay the single source of truth
+
+    @parameterized.named_parameters((path.stem, path) for path in SWEEPS)
+    def test_sweep_parameters_are_real_flags(self, path):
+        sweep = yaml.safe_load(path.read_text())
+        self.assertIn(sweep["program"], PROGRAM_GROUPS)
+        self.assertTrue((REPO / sweep["program"]).is_file())
+        self.assertEqual(sweep["command"], ["accelerate", "launch", "${program}", "${args}"])
+        self.assertIn(sweep["method"], ("grid", "random", "bayes"))
+        self.assertIn(sweep["metric"]["goal"], ("minimize", "maximize"))
+        # Each parameter becomes --name=value; the program's parser must accept every one.
+        argv = []
+        for name, spec in sweep["parameters"].items():
+            value = spec["value"] if "value" in spec else (spec.get("values") or [spec.get("min")])[0]
+            argv.append(f"--{name}={value}")
+        groups = parse_args(PROGRAM_GROUPS[sweep["program"]], argv)
+        self.assertLen(groups, 3)
+
+    def test_glue_sweep_metric_is_the_logged_task_metric(self):
+        from constants import get_task
+
+        sweep = yaml.safe_load((REPO / "sweeps" / "glue_sst2.yaml").read_text())
+        task = get_task("glue", sweep["parameters"]["dataset_name"]["value"])
+        # fine_tune_t5 logs eval_<metric>; the W&B integration logs that as eval/<metric>.
+        self.assertEqual(sweep["metric"]["name"], f"eval/{task.metric_to_optimize}")
+        self.assertEqual(sweep["metric"]["goal"], "maximize" if task.greater_is_better else "minimize")
+
+
+if __name__ == "__main__":
+    absltest.main()
