@@ -209,6 +209,36 @@ class StreamingAndFormatsTest(absltest.TestCase):
         self.assertEqual(docs["text"], ["one line same doc", "second doc"])
 
 
+class ModelSourcesTest(absltest.TestCase):
+    """A saved dataset as corpus, a config.json architecture, continued pre-training, T5's Adafactor recipe."""
+
+    def test_saved_dataset_config_json_then_continue_with_adafactor(self):
+        import datasets
+
+        tmp = Path(self.create_tempdir().full_path)
+        lines = [line for line in corpus_slice(tmp, lines=1200).read_text(encoding="utf-8").splitlines()]
+        datasets.Dataset.from_dict({"body": lines}).save_to_disk(str(tmp / "saved"))
+        config = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
+                  "feed_forward_proj": "gated-gelu"}  # fmt: skip
+        (tmp / "arch.json").write_text(json.dumps(config))
+        common = ["--train_files", str(tmp / "saved"), "--text_column", "body", "--input_length", "32",
+                  "--per_device_train_batch_size", "4", "--max_steps", "3", "--save_strategy", "no"]  # fmt: skip
+        pre_train_t5.main([*common, "--vocab_size", "300", "--model_config", str(tmp / "arch.json"),
+                           "--output_dir", str(tmp / "scratch")])  # fmt: skip
+        scratch = T5ForConditionalGeneration.from_pretrained(tmp / "scratch")
+        self.assertEqual((scratch.config.d_model, scratch.config.num_layers), (32, 1))
+        results = pre_train_t5.main([*common, "--model_name_or_path", str(tmp / "scratch"),
+                                     "--config", str(REPO / "configs" / "t5_adafactor.yaml"),
+                                     "--logging_steps", "1", "--output_dir", str(tmp / "continued")])  # fmt: skip
+        self.assertIn("train_loss", results)
+        state = json.loads((tmp / "continued" / "trainer_state.json").read_text())
+        self.assertEqual(state["global_step"], 3)
+        # The recipe's linear warm-up to 0.01 over 10,000 steps: the k-th step runs at 0.01 * (k - 1) / 10000.
+        rates = [row["learning_rate"] for row in state["log_history"] if "loss" in row]
+        for got, want in zip(rates, [0.0, 1e-6, 2e-6], strict=True):
+            self.assertAlmostEqual(got, want, places=12)
+
+
 class ConfigFileTest(absltest.TestCase):
     def test_yaml_config_with_command_line_override(self):
         tmp = Path(self.create_tempdir().full_path)
