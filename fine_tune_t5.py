@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback
 
 from constants import TaskSpec, compute_task_metrics, max_target_length, postprocess, target_candidates
@@ -103,6 +104,14 @@ class FineTuneArguments(T5TrainingArguments):
             raise UsageError("--early_stopping_patience needs evaluation during training (--eval_strategy steps|epoch)")
 
 
+def rank_candidates_of(task: TaskSpec) -> list[str]:
+    """The texts rank eval chooses from; a UsageError for free-text tasks (checked before any data is loaded)."""
+    candidates = target_candidates(task)
+    if candidates is None:
+        raise UsageError(f"--eval_mode rank needs a task with fixed targets; {task.full_name} has free text")
+    return candidates
+
+
 class FineTuneTrainer(T5Trainer):
     """Evaluates on decoded text: generation, or rank classification over the task's candidate targets."""
 
@@ -112,9 +121,14 @@ class FineTuneTrainer(T5Trainer):
         self.eval_mode = eval_mode
         self.eval_targets: list[str] = []
         self.last_predictions: list[str] = []
-        self.candidates = target_candidates(task) if eval_mode == "rank" else None
-        if eval_mode == "rank" and self.candidates is None:
-            raise UsageError(f"--eval_mode rank needs a task with fixed targets; {task.full_name} has free text")
+        self.candidates = rank_candidates_of(task) if eval_mode == "rank" else None
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Dataset order for eval and predict: predictions are matched to targets, files and leaderboard rows by
+        position. transformers 5 applies train_sampling_strategy="group_by_length" to eval too, which permutes them."""
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # distributed: accelerate shards in order and gather_for_metrics restores it
+        return SequentialSampler(eval_dataset)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -243,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, FineTuneDataArguments, FineTuneArguments), argv)
     setup_logging(train_args)
     spec = resolve_task(data_args)
+    if train_args.eval_mode == "rank":
+        rank_candidates_of(spec)
     resume = prepare_output_dir(train_args)
     configure_trackers(train_args, run_name=f"{spec.benchmark}-{spec.name}", group=spec.full_name)
     if train_args.metric_for_best_model == TASK_METRIC:
