@@ -65,6 +65,18 @@ class RepoFilesTest(parameterized.TestCase):
         groups = parse_args(PROGRAM_GROUPS[sweep["program"]], argv)
         self.assertLen(groups, 3)
 
+    @parameterized.named_parameters(
+        ("pretrain", "t5_adafactor.yaml", "pre_train_t5.py"), ("finetune", "t5_finetune_adafactor.yaml", "fine_tune_t5.py")
+    )
+    def test_shipped_configs_parse(self, name, program):
+        config = yaml.safe_load((REPO / "configs" / name).read_text())
+        argv = ["--config", str(REPO / "configs" / name), "--output_dir", "unused", "--train_files", "x.txt"]
+        if program == "fine_tune_t5.py":
+            argv = argv[:-2] + ["--dataset_name", "sst2", "--do_train"]
+        *_, train_args = parse_args(PROGRAM_GROUPS[program], argv)
+        self.assertEqual(train_args.optim.value, config["optim"])
+        self.assertEqual(train_args.learning_rate, config["learning_rate"])
+
     def test_glue_sweep_metric_is_the_logged_task_metric(self):
         from constants import get_task
 
