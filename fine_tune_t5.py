@@ -39,11 +39,9 @@ from t5kit.modeling import format_parameter_summary, load_model
 from t5kit.tokenizer import resolve_tokenizer
 from t5kit.training import (
     T5Trainer,
-    configure_trackers,
-    prepare_output_dir,
     run_main,
     save_results,
-    setup_logging,
+    start_run,
     train_and_save,
 )
 from task_data import write_glue_submission
@@ -255,12 +253,10 @@ def plot_eval_metric(log_history: list[dict], key: str, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, FineTuneDataArguments, FineTuneArguments), argv)
-    setup_logging(train_args)
     spec = resolve_task(data_args)
     if train_args.eval_mode == "rank":
         rank_candidates_of(spec)
-    resume = prepare_output_dir(train_args)
-    configure_trackers(train_args, run_name=f"{spec.benchmark}-{spec.name}", group=spec.full_name)
+    resume = start_run(train_args, run_name=f"{spec.benchmark}-{spec.name}", group=spec.full_name)
     if train_args.metric_for_best_model == TASK_METRIC:
         if spec.metric_to_optimize is None:
             raise UsageError(f"task {spec.full_name} has no metric to optimise; pass --metric_for_best_model")

@@ -31,10 +31,8 @@ from t5kit.modeling import PRETRAIN_DROPOUT, format_parameter_summary, load_mode
 from t5kit.tokenizer import resolve_tokenizer
 from t5kit.training import (
     T5Trainer,
-    configure_trackers,
-    prepare_output_dir,
     run_main,
-    setup_logging,
+    start_run,
     token_accuracy_metrics,
     train_and_save,
 )
@@ -58,9 +56,7 @@ class PretrainingArguments(T5TrainingArguments):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
-    setup_logging(train_args)
-    resume = prepare_output_dir(train_args)
-    configure_trackers(train_args, run_name=f"pretrain-{Path(train_args.output_dir).name}", group="pretrain")
+    resume = start_run(train_args, run_name=f"pretrain-{Path(train_args.output_dir).name}", group="pretrain")
     raw_length, target_length = compute_input_and_target_lengths(
         data_args.input_length, data_args.noise_density, data_args.mean_noise_span_length
     )

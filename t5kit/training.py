@@ -51,6 +51,37 @@ def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = 
         sys.exit(EXIT_USAGE)
 
 
+# Process counts that launchers put in the environment, in the order they are trusted.
+LAUNCHER_WORLD_SIZE_VARS = ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def check_launch(args: T5TrainingArguments) -> None:
+    """Stops a run whose launcher started N processes that would each train alone (unsynchronised copies)."""
+    for var in LAUNCHER_WORLD_SIZE_VARS:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            launched = int(value)
+            break
+    else:
+        return
+    if launched > 1 and args.world_size != launched:
+        raise UsageError(
+            f"the launcher started {launched} processes ({var}={launched}) but this one trains as {args.world_size} "
+            "of them, unsynchronised. Start the script through a distributed launcher: `srun ... accelerate launch` "
+            "/ `torchrun --nproc_per_node N`, or on CPU `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu "
+            "--num_processes N`; with srun, run one task per node that starts the launcher."
+        )
+
+
+def start_run(args: T5TrainingArguments, run_name: str, group: str | None) -> str | None:
+    """Logging, launch and output-dir checks, trackers; returns the checkpoint to resume from (or None)."""
+    setup_logging(args)
+    check_launch(args)
+    resume = prepare_output_dir(args)
+    configure_trackers(args, run_name, group)
+    return resume
+
+
 def prepare_output_dir(args: T5TrainingArguments) -> str | None:
     """Checks the output dir is writable, resolves `--resume_from_checkpoint latest`; returns the checkpoint."""
     out = Path(args.output_dir)

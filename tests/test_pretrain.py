@@ -159,6 +159,14 @@ class PretrainInputErrorsTest(parameterized.TestCase):
         with self.assertRaisesRegex(UsageError, r"docs\.jsonl:2: malformed JSON"):
             self.run_main("--train_files", str(self.tmp / "docs.jsonl"))
 
+    def test_srun_tasks_without_a_distributed_launcher_are_refused(self):
+        from unittest import mock
+
+        (self.tmp / "a.txt").write_text("some text\n")
+        with mock.patch.dict("os.environ", {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}):
+            with self.assertRaisesRegex(UsageError, r"started 2 processes \(SLURM_STEP_NUM_TASKS=2\).*unsynchronised"):
+                self.run_main("--train_files", str(self.tmp / "a.txt"))
+
     def test_fp16_is_refused(self):
         (self.tmp / "a.txt").write_text("some text\n")
         with self.assertRaisesRegex(UsageError, "--fp16 is refused"):
