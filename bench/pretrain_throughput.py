@@ -1,6 +1,6 @@
 """Pre-training throughput: this toolkit's default path against the plain Seq2SeqTrainer recipe, in one process.
 
-    .venv/bin/python bench/pretrain_throughput.py                      # defaults: mini, batch 8, 512/114, ~4 min
+    .venv/bin/python bench/pretrain_throughput.py                      # defaults: mini, batch 8, 512/114, ~3 min
     .venv/bin/python bench/pretrain_throughput.py --model_config tiny --input_length 64 --steps 3 --warmup_steps 1 \\
         --vocab_size 1000 --train_files ../shared/data/corpus/tinyshakespeare/part-000.txt --output /tmp/t.md
 
@@ -12,28 +12,35 @@ of the same corpus, the same global batch and the same input / target lengths:
 - **plain**: `Seq2SeqTrainer` with its defaults (fp32, AdamW, no tuning), the model built with T5Config's default
   dropout 0.1, fed by `PerExampleSpanCorruptionCollator` below: the usual port of the Flax T5 example, a Python
   loop over examples that draws a numpy `random_spans_noise_mask` per example and builds inputs / labels per example.
-- **plain bf16**: the same with `bf16=True` (autocast). On a CPU without AVX-512 BF16 / AMX this is emulated and
-  slow; it is reported as measured.
+- **plain + bf16**: the same with `bf16=True` (autocast). Run where bf16 matmuls are fast (AVX-512 BF16 / AMX / GPU:
+  measured bf16 peak >= half the fp32 one) or with `--bf16 on`. Elsewhere bf16 is emulated (~1 GFLOP/s on this
+  AVX2 CPU, a step would take minutes), so the table shows the lower bound FLOPs / measured bf16 peak instead.
 
-Timing method: each variant trains `warmup_steps + steps` optimizer steps in this process. A `StepTimer` callback
-records `time.perf_counter()` at the end of every step; the timed window runs from the end of step `warmup_steps` to
-the end of step `warmup_steps + steps`, so it holds exactly `steps` whole steps (batch fetch + collation, forward,
-backward, optimizer) and excludes model construction, corpus packing, the first steps (allocator and kernel warm-up)
-and the saving that follows training. For `ours` the callback is attached by wrapping the script's `T5Trainer` class
-for the duration of the call (the script itself is unchanged). Nothing is logged inside the window for either
-variant (ours logs once at the last step, after the window; plain's default logging_steps is 500).
+Timing method: each variant trains `warmup_steps + steps` optimizer steps (more if steps are discarded, below) in
+this process. A `common.StepTimer` callback records `time.perf_counter()` at the end of every step; a step's time is
+the interval between the ends of consecutive steps, so it covers the whole step (batch fetch + collation, forward,
+backward, optimizer) while model construction, corpus packing, the first `warmup_steps` steps (allocator and kernel
+warm-up) and the saving after training stay outside. For `ours` the callback is attached by wrapping the script's
+`T5Trainer` class for the duration of the call (the script itself is unchanged). Nothing is logged inside the
+window for either variant (ours logs at its last step only; plain's default logging_steps is 500).
+This machine is shared, and with 2 cores one busy neighbour makes a 2-thread step several times slower, so each
+timed step also records the CPU share other processes took during it (/proc/stat minus our own CPU time); a step
+above `--max_contention` is discarded and training continues until `--steps` clean steps are in (at most
+`--max_discarded` extra steps, `--max_seconds_per_variant` of timed steps); after the warm-up and after a discarded
+step, training pauses (outside any timed step) until the CPU is free, for at most `--wait_idle_s` per variant.
+The report says how many steps were discarded and flags the run when any kept measurement was contended.
 
-Throughput is input (encoder) tokens per second: steps x batch x input_length / window seconds (packed blocks: no
-padding). FLOPs are counted analytically (`common.t5_matmul_flops_per_example`: every matmul of the encoder,
-decoder, cross-attention and LM head at the real input / target lengths, training = 3x forward). The usual
+Throughput is input (encoder) tokens per second: kept steps x batch x input_length / their summed seconds (packed
+blocks: no padding). FLOPs are counted analytically (`common.t5_matmul_flops_per_example`: every matmul of the
+encoder, decoder, cross-attention and LM head at the real input / target lengths, training = 3x forward). The usual
 6 x params x tokens shortcut is printed for reference only: with input tokens it overcounts an encoder-decoder
-(the decoder and LM head see only the ~114 target tokens). MFU = achieved analytic FLOP/s over the `torch.mm`
-peak measured in the same run (n = 2048, best of repeats) in the variant's precision.
+(the decoder and LM head see only the ~114 target tokens). MFU = achieved analytic FLOP/s over the `torch.mm` peak
+measured in the same run (n = 2048, best of repeats) in the variant's precision.
 
-Tokenizer: the script trains one SentencePiece tokenizer with the toolkit's own pipeline
-(`t5kit.tokenizer.train_tokenizer` on `load_documents` / `iter_texts`, as `pre_train_t5.py --vocab_size` does)
-and caches it under bench/out/. It asks for `--vocab_size` (32000, the T5 size); when the corpus is too small for
-that, it retrains at the largest size SentencePiece reports it can build, then falls back to 8000.
+Tokenizer: the first run lets `pre_train_t5.main` train it (`--vocab_size 32000`, the T5 size, SentencePiece
+unigram). The 10.8 MB corpus cannot support 32000 pieces; SentencePiece then names the largest size it can build and
+the run is repeated at that size (8000 as a last resort). The tokenizer is cached under bench/out/ and later runs
+pass it with `--tokenizer_name_or_path`. The plain recipe gets the very tokenizer and packed blocks ours trained on.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import common  # noqa: E402  (sets the offline switches and puts the repo on sys
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from t5kit.tokenizer import NUM_SENTINELS  # noqa: E402
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 DEFAULT_CORPUS = "corpus"  # every .txt under <shared data>/corpus (~10.8 MB)
@@ -155,7 +163,7 @@ def check_span_corruption(batch: dict, raw_blocks: list[np.ndarray], tokenizer, 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tokenizer and corpus
+# Corpus and tokenizer
 
 
 def corpus_files(args) -> list[str]:
@@ -167,69 +175,25 @@ def corpus_files(args) -> list[str]:
     return files
 
 
-def cached_tokenizer(files: list[str], vocab_size: int, work_dir: Path, seed: int) -> tuple[str, dict]:
-    """Trains (once; then cached) a tokenizer with the toolkit's pipeline; returns (folder, info)."""
-    from pre_train_t5 import TOKENIZER_TRAINING_DOCS
-    from t5kit.args import UsageError
-    from t5kit.corpus import PretrainDataArguments, iter_texts, load_documents
-    from t5kit.tokenizer import NUM_SENTINELS, load_tokenizer, train_tokenizer
-
-    stamp = json.dumps([vocab_size, seed, [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]])
-    folder = work_dir / "tokenizers" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
-    info_file = folder / "bench_info.json"
-    if info_file.is_file():
-        return str(folder), json.loads(info_file.read_text())
-    docs = load_documents(PretrainDataArguments(train_files=files))
-    attempts, size, started = [], vocab_size, time.perf_counter()
-    while True:
-        try:
-            tokenizer = train_tokenizer(iter_texts(docs, TOKENIZER_TRAINING_DOCS), size, folder, seed=seed)
-            attempts.append(f"{size}: ok")
-            break
-        except UsageError as err:
-            limit = re.search(r"value <= (\d+)", str(err))
-            attempts.append(f"{size}: too large for the corpus")
-            if limit and int(limit.group(1)) + NUM_SENTINELS < size:
-                size = int(limit.group(1)) + NUM_SENTINELS  # SentencePiece's limit counts pieces, not sentinels
-            elif size != FALLBACK_VOCAB and FALLBACK_VOCAB < vocab_size:
-                size = FALLBACK_VOCAB
-            else:
-                raise
-    info = {
-        "requested_vocab_size": vocab_size,
-        "vocab_size": len(tokenizer),
-        "attempts": attempts,
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    load_tokenizer(str(folder))  # it must load the way pre_train_t5 loads it
-    info_file.write_text(json.dumps(info, indent=2))
-    return str(folder), info
-
-
-def packed_blocks(files: list[str], tokenizer, raw_length: int, seed: int):
-    """The training blocks pre_train_t5 builds for the same flags (same loader, packer and split)."""
-    from t5kit.corpus import CorpusReport, PretrainDataArguments, load_documents, pack_corpus, split_blocks
-
-    data_args = PretrainDataArguments(train_files=files, validation_split_percentage=0.0)
-    report = CorpusReport()
-    packed = pack_corpus(load_documents(data_args), tokenizer, raw_length, None, report)
-    train, _ = split_blocks(packed, data_args, seed, report)
-    return train
+def tokenizer_cache_dir(files: list[str], vocab_size: int, work_dir: Path) -> Path:
+    stamp = json.dumps([vocab_size, [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]])
+    return work_dir / "tokenizers" / hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Variants
 
 
-def run_ours(args, files, tokenizer_dir, work_dir: Path) -> dict:
+def run_ours(args, files: list[str], work_dir: Path) -> dict:
+    """pre_train_t5.main on its default path. The first time, the tokenizer is trained by main itself
+    (--vocab_size; retried smaller if the corpus cannot support the size) and then cached for later runs."""
     import pre_train_t5
+    from t5kit.args import UsageError
 
     output_dir = work_dir / "ours"
-    shutil.rmtree(output_dir, ignore_errors=True)
-    total = args.warmup_steps + args.steps
-    argv = [
+    total = args.warmup_steps + args.steps + args.max_discarded
+    common_argv = [
         "--train_files", *files,
-        "--tokenizer_name_or_path", tokenizer_dir,
         "--model_config", args.model_config,
         "--output_dir", str(output_dir),
         "--max_steps", str(total),
@@ -242,32 +206,67 @@ def run_ours(args, files, tokenizer_dir, work_dir: Path) -> dict:
         "--disable_tqdm", "True",
         "--seed", str(args.seed),
     ]  # fmt: skip
-    timer = common.StepTimer()
-    base = pre_train_t5.T5Trainer
+    cache = tokenizer_cache_dir(files, args.vocab_size, work_dir)
+    info_file = cache / "bench_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else None
+    timer = common.StepTimer(
+        args.warmup_steps, args.steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
+        args.wait_idle_s,
+    )
+    trainers = []
 
-    class TimedT5Trainer(base):
+    class TimedT5Trainer(pre_train_t5.T5Trainer):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.add_callback(timer)
-            TimedT5Trainer.instance = self
+            trainers.append(self)
 
-    with mock.patch.object(pre_train_t5, "T5Trainer", TimedT5Trainer):
-        results = pre_train_t5.main(argv)
-    trainer = TimedT5Trainer.instance
+    size, attempts, started = args.vocab_size, [], time.perf_counter()
+    while True:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        tokenizer_argv = ["--tokenizer_name_or_path", str(cache)] if info else ["--vocab_size", str(size)]
+        try:
+            with mock.patch.object(pre_train_t5, "T5Trainer", TimedT5Trainer):
+                results = pre_train_t5.main(common_argv + tokenizer_argv)
+            break
+        except UsageError as err:
+            limit = re.search(r"value <= (\d+)", str(err))
+            if info or not limit:
+                raise
+            attempts.append(f"{size}: too large for the corpus")
+            if len(attempts) >= 3:
+                raise
+            new_size = int(limit.group(1)) + NUM_SENTINELS  # SentencePiece counts pieces; sentinels come on top
+            size = new_size if new_size < size else FALLBACK_VOCAB
+    trainer = trainers[-1]
+    tokenizer = trainer.processing_class
+    if info is None:
+        attempts.append(f"{size}: ok")
+        shutil.rmtree(cache, ignore_errors=True)
+        tokenizer.save_pretrained(str(cache))
+        info = {
+            "requested_vocab_size": args.vocab_size,
+            "vocab_size": len(tokenizer),
+            "attempts": attempts,
+            "first_run_seconds_incl_training": round(time.perf_counter() - started, 1),
+        }
+        info_file.write_text(json.dumps(info, indent=2))
     return {
         "key": "ours",
         "name": "ours (pre_train_t5.main, default path)",
         "precision": results["precision"],
         "dropout": trainer.model.config.dropout_rate,
         "collator": type(trainer.data_collator).__name__ + " (vectorised)",
-        "optimizer": trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim),
-        "step_seconds": timer.timed(args.warmup_steps, args.steps),
+        **timer.summary(),
         "parameters": results["model_parameters"],
         "config": trainer.model.config,
         "target_length": results["target_length"],
         "raw_length": results["raw_length"],
-        "tokens_seen": results.get("num_input_tokens_seen"),
         "collator_obj": trainer.data_collator,
+        # Handed to the plain recipe so both train on exactly the same tokenizer and packed blocks.
+        "tokenizer": tokenizer,
+        "tokenizer_info": info,
+        "blocks": trainer.train_dataset.blocks.with_format(None),
     }
 
 
@@ -280,14 +279,12 @@ def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16:
     config = build_config(args.model_config, tokenizer, dropout_rate=plain_dropout)
     torch.manual_seed(args.seed)
     model = T5ForConditionalGeneration(config)
-    collator = PerExampleSpanCorruptionCollator(
-        tokenizer, 0.15, 3.0, args.input_length, target_length, seed=args.seed
-    )
+    collator = PerExampleSpanCorruptionCollator(tokenizer, 0.15, 3.0, args.input_length, target_length, seed=args.seed)
     timed_steps = args.bf16_steps if bf16 else args.steps
     training_args = Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup_steps + timed_steps,
+        max_steps=args.warmup_steps + timed_steps + args.max_discarded,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -295,7 +292,10 @@ def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16:
         bf16=bf16,
         use_cpu=bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on a GPU-less machine otherwise
     )
-    timer = common.StepTimer()
+    timer = common.StepTimer(
+        args.warmup_steps, timed_steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
+        args.wait_idle_s,
+    )
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
@@ -311,8 +311,7 @@ def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16:
         "precision": "bf16" if bf16 else "fp32",
         "dropout": config.dropout_rate,
         "collator": "per-example numpy loop",
-        "optimizer": training_args.optim.value if hasattr(training_args.optim, "value") else str(training_args.optim),
-        "step_seconds": timer.timed(args.warmup_steps, timed_steps),
+        **timer.summary(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": config,
         "collator_obj": collator,
@@ -341,106 +340,150 @@ def parse_args(argv):
     p.add_argument("--vocab_size", type=int, default=32000, help="tokenizer size asked for (see the docstring)")
     p.add_argument("--train_files", nargs="+", help="corpus files (default: every .txt under shared/data/corpus)")
     p.add_argument(
-        "--variants", default="ours,plain,plain_bf16", help="comma list of: ours, plain, plain_bf16 (ours and plain "
-        "are needed for the ratio)"
+        "--bf16", choices=["auto", "on", "off"], default="auto",
+        help="the plain + bf16 variant. auto: run it only where the measured bf16 matmul peak is at least half the "
+        "fp32 one (AVX-512 BF16 / AMX / GPU); elsewhere report its lower-bound step time from that peak",
+    )  # fmt: skip
+    p.add_argument("--bf16_steps", type=int, default=3, help="timed steps for plain + bf16")
+    p.add_argument(
+        "--max_contention", type=float, default=0.10,
+        help="discard a timed step when other processes took more than this share of the CPUs during it",
+    )  # fmt: skip
+    p.add_argument("--max_discarded", type=int, default=4, help="at most this many extra steps per variant")
+    p.add_argument(
+        "--max_seconds_per_variant", type=float, default=60.0,
+        help="stop adding steps to a variant's timed window once its steps add up to this (bounds the run time)",
     )
-    p.add_argument("--bf16_steps", type=int, default=3, help="timed steps for plain_bf16 (slow without AVX-512 BF16)")
+    p.add_argument(
+        "--wait_idle_s", type=float, default=30.0,
+        help="per variant (and before the matmul peaks): pause at most this long, between steps, for other "
+        "processes to leave the CPU (0: never wait)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=str(common.RESULTS_DIR / "pretrain_throughput.md"), help="markdown written here")
     p.add_argument("--work_dir", default=str(common.WORK_DIR / "pretrain_throughput"), help="run folders, caches")
     args = p.parse_args(argv)
-    if args.warmup_steps < 1 or args.steps < 1 or args.bf16_steps < 1:
-        p.error("--warmup_steps, --steps and --bf16_steps must be >= 1")
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = set(args.variants) - {"ours", "plain", "plain_bf16"}
-    if unknown:
-        p.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
+    if args.warmup_steps < 1 or args.steps < 1 or args.bf16_steps < 1 or args.max_discarded < 0:
+        p.error("--warmup_steps, --steps and --bf16_steps must be >= 1, --max_discarded >= 0")
     return args
+
+
+def measure_peaks(max_contention: float) -> dict[str, dict]:
+    """fp32 and bf16 `torch.mm` peaks at n = 2048. Where bf16 is emulated (an n = 2048 bf16 mm would take over
+    2 s), the bf16 peak is taken at n = 512, which is faster per FLOP there than n = 2048 (so MFU is not flattered)."""
+    peaks = {}
+    gflops, share = common.matmul_peak_gflops(torch.float32, n=2048, max_contention=max_contention)
+    peaks["fp32"] = {"n": 2048, "gflops": gflops, "contention": share}
+    probe, share = common.matmul_peak_gflops(torch.bfloat16, n=512, min_seconds=0.3, min_repeats=2)
+    if 2 * 2048**3 / (probe * 1e9) > 2.0:
+        peaks["bf16"] = {"n": 512, "gflops": probe, "contention": share}
+    else:
+        gflops, share = common.matmul_peak_gflops(torch.bfloat16, n=2048, max_contention=max_contention)
+        peaks["bf16"] = {"n": 2048, "gflops": gflops, "contention": share}
+    return peaks
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    from data_collators import compute_input_and_target_lengths
-    from t5kit.tokenizer import load_tokenizer
-
     started = time.perf_counter()
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     machine = common.machine_info()
-    peaks = {"fp32": common.matmul_peak_gflops(torch.float32)}
-    peaks["bf16"] = common.matmul_peak_gflops(torch.bfloat16)
-    print(f"matmul peak (n=2048): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s", flush=True)
+    common.wait_for_idle(args.wait_idle_s, args.max_contention)
+    peaks = measure_peaks(args.max_contention)
+    print(
+        "matmul peak: " + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for k, v in peaks.items()),
+        flush=True,
+    )
+    run_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and peaks["bf16"]["gflops"] >= 0.5 * peaks["fp32"]["gflops"])
 
     files = corpus_files(args)
-    tokenizer_dir, tokenizer_info = cached_tokenizer(files, args.vocab_size, work_dir, args.seed)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    raw_length, target_length = compute_input_and_target_lengths(args.input_length, 0.15, 3.0)
-    print(f"tokenizer: {len(tokenizer)} tokens ({tokenizer_info['attempts']}); raw {raw_length} -> "
-          f"{args.input_length} / {target_length}", flush=True)  # fmt: skip
-
-    blocks = packed_blocks(files, tokenizer, raw_length, args.seed)
-    sample = [dict(blocks[i], idx=i, epoch=0) for i in range(min(args.batch_size, len(blocks)))]
-    plain_collator = PerExampleSpanCorruptionCollator(tokenizer, 0.15, 3.0, args.input_length, target_length)
-    check_span_corruption(plain_collator(sample), [s["input_ids"] for s in sample], tokenizer, args.input_length)
-
-    runs = []
-    if "ours" in args.variants:
-        runs.append(run_ours(args, files, tokenizer_dir, work_dir))
-    if "plain" in args.variants:
-        runs.append(run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False))
-    if "plain_bf16" in args.variants:
+    ours = run_ours(args, files, work_dir)
+    tokenizer, blocks, tokenizer_info = ours.pop("tokenizer"), ours.pop("blocks"), ours.pop("tokenizer_info")
+    raw_length, target_length = ours["raw_length"], ours["target_length"]
+    runs = [ours, run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False)]
+    if run_bf16:
         runs.append(run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=True))
 
     # Collation cost alone, on the same batch of blocks (best of 5); also checks each collator's output.
+    sample = [dict(blocks[i], idx=i, epoch=0) for i in range(min(args.batch_size, len(blocks)))]
     for run in runs:
         collator = run.pop("collator_obj")
         run["collate_ms"] = collate_ms(collator, sample)
         check_span_corruption(collator(sample), [s["input_ids"] for s in sample], tokenizer, args.input_length)
 
+    config = runs[1]["config"]
     for run in runs:
-        config = run.pop("config")
+        run_config = run.pop("config")
         seconds = sum(run["step_seconds"])
         n = len(run["step_seconds"])
         run["timed_steps"] = n
         run["seconds_per_step"] = seconds / n
         run["tokens_per_second"] = n * args.batch_size * args.input_length / seconds
         run["train_flops_per_step"] = common.t5_train_flops_per_step(
-            config, args.batch_size, args.input_length, target_length
+            run_config, args.batch_size, args.input_length, target_length
         )
         run["flops_6nd_per_step"] = 6.0 * run["parameters"] * args.batch_size * args.input_length
         run["achieved_gflops"] = run["train_flops_per_step"] / run["seconds_per_step"] / 1e9
-        run["mfu"] = run["achieved_gflops"] / peaks[run["precision"]]
-        run["vocab_size"] = config.vocab_size
-    reference = next((r for r in runs if r["key"] == "plain"), None)
+        run["mfu"] = run["achieved_gflops"] / peaks[run["precision"]]["gflops"]
+        run["vocab_size"] = run_config.vocab_size
+    if runs[0]["parameters"] != runs[1]["parameters"]:
+        raise AssertionError(f"ours and plain differ in size: {runs[0]['parameters']} vs {runs[1]['parameters']}")
     for run in runs:
-        run["speedup_vs_plain_fp32"] = run["tokens_per_second"] / reference["tokens_per_second"] if reference else None
+        run["speedup_vs_plain_fp32"] = run["tokens_per_second"] / runs[1]["tokens_per_second"]
+    skipped_bf16 = None
+    if not run_bf16 and args.bf16 == "auto":
+        flops = common.t5_train_flops_per_step(config, args.batch_size, args.input_length, target_length)
+        skipped_bf16 = {"min_seconds_per_step": flops / (peaks["bf16"]["gflops"] * 1e9)}
 
     command = " ".join([".venv/bin/python bench/pretrain_throughput.py", *(sys.argv[1:] if argv is None else argv)])
-    markdown = render(args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs)
+    markdown = render(
+        args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16
+    )
     print("\n" + markdown, flush=True)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown + "\n", encoding="utf-8")
     print(f"\nwritten to {out}  ({time.perf_counter() - started:.0f} s in all)")
-    return {"runs": runs, "peaks_gflops": peaks, "machine": machine, "tokenizer": tokenizer_info, "markdown": markdown}
+    return {
+        "runs": runs,
+        "ratio_ours_vs_plain": runs[0]["speedup_vs_plain_fp32"],
+        "peaks": peaks,
+        "bf16_skipped": skipped_bf16,
+        "machine": machine,
+        "tokenizer": tokenizer_info,
+        "markdown": markdown,
+        "output": str(out),
+    }
 
 
-def render(args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs) -> str:
+def render(
+    args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16
+) -> str:
     rows = []
     for run in runs:
-        ratio = run["speedup_vs_plain_fp32"]
         rows.append([
             run["name"],
             run["precision"],
             f"{run['dropout']:g}",
             run["collator"],
             f"{run['collate_ms']:.1f}",
-            f"{run['timed_steps']}",
-            f"{run['seconds_per_step']:.2f}",
+            f"{run['timed_steps']}"
+            + (" (all contended)" if run["all_contended"] else "")
+            + (f" (+{run['discarded_steps']} discarded)" if run["discarded_steps"] else ""),
+            f"{run['seconds_per_step']:.3g}",
             f"{run['tokens_per_second']:,.0f}",
-            f"{ratio:.2f}x" if ratio is not None else "n/a",
-            f"{run['achieved_gflops']:.0f}",
+            (f"**{run['speedup_vs_plain_fp32']:.2f}x**" if run["key"] == "ours" else
+             f"{run['speedup_vs_plain_fp32']:.2f}x"),
+            f"{run['achieved_gflops']:.3g}",
             f"{100 * run['mfu']:.0f}% of {run['precision']}",
+        ])  # fmt: skip
+    if skipped_bf16:
+        low = skipped_bf16["min_seconds_per_step"]
+        rows.append([
+            "plain Seq2SeqTrainer + bf16", "bf16", f"{T5Config().dropout_rate:g}", "per-example numpy loop", "",
+            "not run", f">= {low:.3g} (est.)", f"<= {args.batch_size * args.input_length / low:,.0f}",
+            f"<= {args.batch_size * args.input_length / low / runs[1]['tokens_per_second']:.2f}x", "", "",
         ])  # fmt: skip
     table = common.markdown_table(
         ["variant", "precision", "dropout", "collator", "collate ms/batch", "timed steps", "s/step",
@@ -448,47 +491,65 @@ def render(args, command, machine, peaks, tokenizer_info, raw_length, target_len
         rows,
         ["---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
     )  # fmt: skip
-    ours, plain = (next((r for r in runs if r["key"] == key), None) for key in ("ours", "plain"))
-    any_run = runs[0] if runs else None
+    ours, plain = runs[0], runs[1]
+    corpus = (
+        f"{len(args.train_files)} --train_files" if args.train_files else "every .txt under shared/data/corpus, 10.8 MB"
+    )
     lines = [
         "## Pre-training throughput: ours vs the plain Seq2SeqTrainer recipe",
         "",
         f"Command: `{command}`",
         "",
+        f"Model `{args.model_config}` (T5 v1.1 shape, gated-GELU), **{ours['parameters']:,} parameters**, vocabulary "
+        f"{ours['vocab_size']:,} (a {tokenizer_info['vocab_size']:,}-token SentencePiece unigram tokenizer trained by "
+        f"`pre_train_t5.py --vocab_size` on the corpus, padded to a multiple of 128; asked "
+        f"{tokenizer_info['requested_vocab_size']:,}: {'; '.join(tokenizer_info['attempts'])}). "
+        f"Global batch {args.batch_size} x {args.input_length} input / {target_length} target tokens (packed raw "
+        f"blocks of {raw_length} from {corpus}), one process. "
+        f"Timed: {args.steps} steps after {args.warmup_steps} untimed warm-up steps"
+        + (f" ({args.bf16_steps} for bf16)" if len(runs) > 2 else "")
+        + ".",
+        "",
+        table,
+        "",
+        f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s. Both "
+        f"{ours['precision']} on the same blocks; they differ in dropout ({ours['dropout']:g} vs {plain['dropout']:g}) "
+        f"and collation ({ours['collate_ms']:.1f} vs {plain['collate_ms']:.1f} ms per batch, measured alone).",
+        "- Matmul peak measured in this run (`torch.mm`, best of repeats): "
+        + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n = {v['n']})" for k, v in peaks.items())
+        + ". MFU = analytic GFLOP/s / the peak of the variant's precision.",
+        f"- FLOPs: analytic matmul count (encoder, decoder, cross-attention, LM head at the real lengths; training = "
+        f"3x forward): {ours['train_flops_per_step'] / 1e9:.3g} GFLOP per step. 6 x params x input tokens would say "
+        f"{ours['flops_6nd_per_step'] / 1e9:.3g}: an overcount for an encoder-decoder, whose decoder and LM head see "
+        f"only the {target_length} target tokens.",
     ]
-    if any_run:
-        lines += [
-            f"Model `{args.model_config}` (T5 v1.1 shape), {any_run['parameters']:,} parameters "
-            f"(vocabulary {any_run['vocab_size']:,} padded from a {tokenizer_info['vocab_size']:,}-token SentencePiece "
-            f"tokenizer trained on the corpus; asked {tokenizer_info['requested_vocab_size']:,}: "
-            f"{'; '.join(tokenizer_info['attempts'])}). "
-            f"Batch {args.batch_size} x {args.input_length} input / {target_length} target tokens "
-            f"(packed raw blocks of {raw_length}), one process. "
-            f"Timed: {args.steps} steps after {args.warmup_steps} warm-up steps"
-            + (f" ({args.bf16_steps} for bf16)" if "plain_bf16" in args.variants else "") + ".",
-            "",
-            table,
-            "",
-            f"- Matmul peak measured in this run (`torch.mm`, n = 2048): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-            f"bf16 {peaks['bf16']:.0f} GFLOP/s.",
-            f"- FLOPs: analytic matmul count, {any_run['train_flops_per_step'] / 1e9:.0f} GFLOP per training step "
-            f"(3x forward; 6 x params x input tokens would say {any_run['flops_6nd_per_step'] / 1e9:.0f}, an "
-            "overcount for an encoder-decoder whose decoder sees only the targets).",
-        ]
-    if ours and plain:
+    if skipped_bf16:
         lines.append(
-            f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s "
-            f"({ours['precision']} vs {plain['precision']}; the difference: dropout {ours['dropout']:g} vs "
-            f"{plain['dropout']:g}, and collation {ours['collate_ms']:.0f} vs {plain['collate_ms']:.0f} ms per batch)."
+            f"- plain + bf16 was not run: this machine's bf16 matmul runs at {peaks['bf16']['gflops']:.1f} GFLOP/s "
+            f"({peaks['fp32']['gflops'] / peaks['bf16']['gflops']:.0f}x below fp32; no AVX-512 BF16 / AMX, so bf16 "
+            "is emulated). Its step cannot be faster than FLOPs / that peak (the estimate shown); the toolkit "
+            "therefore defaults to fp32 here. `--bf16 on` runs it anyway."
         )
-    if "plain_bf16" in args.variants and "avx512_bf16" not in machine["cpu_flags"] and "amx" not in machine["cpu_flags"]:
+    limit = f"{100 * args.max_contention:.0f}%"
+    discarded = ", ".join(f"{run['key']} {run['discarded_steps']}" for run in runs)
+    measured = [(f"{k} peak", v["contention"]) for k, v in peaks.items()] + [(r["key"], r["contention"]) for r in runs]
+    known = [(name, share) for name, share in measured if share is not None]
+    lines.append(
+        f"- Shared machine: a timed step during which other processes took more than {limit} of the CPUs is "
+        f"discarded and training goes on (at most {args.max_discarded} extra steps or "
+        f"{args.max_seconds_per_variant:.0f} s of timed steps per variant; between steps it waits up to "
+        f"{args.wait_idle_s:.0f} s per variant for the CPU to be free). Discarded: {discarded}. "
+        + ("Worst contention kept: " + ", ".join(f"{n} {100 * s:.0f}%" for n, s in known) + "." if known else "")
+    )
+    if any(run["all_contended"] for run in runs) or any(share > args.max_contention for _, share in known):
         lines.append(
-            "- This CPU has no AVX-512 BF16 / AMX: bf16 matmuls and autocast casts are emulated, which is why the "
-            "toolkit defaults to fp32 here."
+            "- **Other processes competed for the CPU during these measurements: the numbers are not reliable; "
+            "rerun on an idle machine.**"
         )
     lines += [
         "- Step time = end of step k to end of step k+1 (`StepTimer` callback): batch fetch and collation, forward, "
-        "backward, optimizer. Run folders are in bench/out/ (git-ignored).",
+        "backward, optimizer; model building, corpus packing and saving are outside the window. Run folders are "
+        "in bench/out/ (git-ignored).",
         "",
         "Machine:",
         "",
