@@ -148,42 +148,42 @@ class FineTuneTrainer(T5Trainer):
         if self.eval_mode != "rank" or prediction_loss_only:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
         inputs = self._prepare_inputs(inputs)
-        loss = None
-        with torch.no_grad():
+        unwrapped = self.accelerator.unwrap_model(model)
+        mask = inputs["attention_mask"]
+        with torch.no_grad(), self.compute_loss_context_manager():
+            # The encoder runs once per batch: the eval loss and every candidate's score share its output.
+            encoded = unwrapped.get_encoder()(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+            loss = None
             if "labels" in inputs:
-                with self.compute_loss_context_manager():
-                    loss = model(**inputs).loss.detach()
-            with self.compute_loss_context_manager():
-                choice = self.rank_candidates(model, inputs["input_ids"], inputs["attention_mask"])
-        return loss, choice[:, None], inputs.get("labels")
+                loss = unwrapped(encoder_outputs=(encoded,), attention_mask=mask, labels=inputs["labels"]).loss
+            choice = self.rank_candidates(unwrapped, encoded, mask)
+        return (loss.detach() if loss is not None else None), choice[:, None], inputs.get("labels")
 
-    def rank_candidates(self, model, input_ids, attention_mask) -> torch.Tensor:
+    def rank_candidates(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Index of the candidate target with the highest log-likelihood (summed over its tokens), per example.
 
-        The encoder runs once; each chunk of candidates shares it through repeated encoder states.
+        Each chunk of candidates reuses the encoder states (repeated per candidate) in one decoder call.
         """
-        unwrapped = self.accelerator.unwrap_model(model)
-        encoded = unwrapped.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if not hasattr(self, "_candidate_ids"):
             ids = [self.processing_class(text)["input_ids"] for text in self.candidates]
             width = max(len(i) for i in ids)
             padded = [i + [LABEL_PAD_ID] * (width - len(i)) for i in ids]
             self._candidate_ids = torch.tensor(padded, dtype=torch.long)
-        candidates = self._candidate_ids.to(input_ids.device)
-        batch = input_ids.shape[0]
+        candidates = self._candidate_ids.to(encoded.device)
+        batch = encoded.shape[0]
         scores = []
         for start in range(0, len(candidates), RANK_CANDIDATE_CHUNK):
             chunk = candidates[start : start + RANK_CANDIDATE_CHUNK]
             k = chunk.shape[0]
             labels = chunk.repeat(batch, 1)  # (batch * k, width): example-major
-            logits = unwrapped(
+            logits = model(
                 encoder_outputs=(encoded.repeat_interleave(k, dim=0),),
                 attention_mask=attention_mask.repeat_interleave(k, dim=0),
-                labels=labels,
+                decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels),
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
-            mask = labels != LABEL_PAD_ID
-            token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+            present = labels != LABEL_PAD_ID
+            token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
             scores.append(token_logp.sum(-1).view(batch, k))
         return torch.cat(scores, dim=1).argmax(dim=1)
 
