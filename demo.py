@@ -66,8 +66,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="runs/demo", help="Where the demo writes everything.")
-    parser.add_argument("--pretrain_steps", type=int, default=600, help="Pre-training steps (~3 min on 2 cores).")
-    parser.add_argument("--finetune_epochs", type=int, default=15, help="Fine-tuning epochs.")
+    parser.add_argument("--pretrain_steps", type=int, default=200, help="Pre-training steps (~3.5 min on 2 cores).")
+    parser.add_argument("--finetune_epochs", type=int, default=10, help="Fine-tuning epochs (~1 min).")
     parser.add_argument("--model_config", default="mini", help="Model size preset.")
     parser.add_argument("--quick", action="store_true", help="A seconds-long smoke run (tests use it).")
     args = parser.parse_args(argv)
