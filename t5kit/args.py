@@ -187,14 +187,5 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     return tuple(groups)
 
 
-def flat_config(*groups) -> dict[str, Any]:
-    """All flags as one flat dict for trackers and run folders (secrets never live in flags)."""
-    config: dict[str, Any] = {}
-    for group in groups:
-        values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
-        config.update(values)
-    return config
-
-
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0

@@ -6,7 +6,6 @@ and output-related lives here once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers import Seq2SeqTrainer
 from transformers.trainer_utils import get_last_checkpoint
 
+from data_collators import LABEL_PAD_ID
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
 
 logger = logging.getLogger("t5kit")
 
 LATEST = "latest"
-LABEL_PAD_ID = -100  # ignored by the loss (torch CrossEntropyLoss ignore_index) and by our accuracy
 EXIT_USAGE = 2  # exit status for user mistakes (argparse's convention)
 
 
@@ -143,17 +142,6 @@ class T5Trainer(Seq2SeqTrainer):
         super().log(logs, start_time)
 
 
-class EpochToCollatorCallback(TrainerCallback):
-    """Keeps a collator's epoch in step with training (for collators without an indexed dataset)."""
-
-    def __init__(self, collator):
-        self.collator = collator
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        if hasattr(self.collator, "set_epoch"):
-            self.collator.set_epoch(int(state.epoch or 0))
-
-
 def describe_batch(args: T5TrainingArguments) -> dict[str, int]:
     world = args.world_size
     return {
@@ -258,7 +246,3 @@ def token_accuracy_metrics() -> tuple[Callable, Callable]:
         return {"span_accuracy": float(correct.sum() / max(mask.sum(), 1))}
 
     return preprocess, compute
-
-
-def write_json(path: Path, values: dict) -> None:
-    path.write_text(json.dumps(_jsonable(values), indent=2, sort_keys=True) + "\n", encoding="utf-8")
