@@ -134,9 +134,11 @@ class FineTuneTrainer(T5Trainer):
         return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
 
     def compute_text_metrics(self, eval_pred) -> dict[str, float]:
-        texts = self.decode_predictions(eval_pred.predictions)
+        # Under several processes the last batches are padded by wrapping around to the first examples; the gather
+        # keeps dataset order, so the real predictions are the first len(targets).
+        texts = self.decode_predictions(eval_pred.predictions)[: len(self.eval_targets)]
         self.last_predictions = texts
-        return compute_task_metrics(self.task, texts, self.eval_targets[: len(texts)])
+        return compute_task_metrics(self.task, texts, self.eval_targets)
 
     def decode_predictions(self, predictions: np.ndarray) -> list[str]:
         if self.eval_mode == "rank":
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_predictions(out, spec, name, ds, trainer.last_predictions)
     for name, ds in test.items():
         output = trainer.predict(ds, metric_key_prefix="predict")
-        texts_out = trainer.decode_predictions(output.predictions)
+        texts_out = trainer.decode_predictions(output.predictions)[: len(ds)]
         if trainer.is_world_process_zero():
             write_predictions(out, spec, name, ds, texts_out)
             if spec.submission_files:

@@ -75,6 +75,8 @@ def check_launch(args: T5TrainingArguments) -> None:
 def start_run(args: T5TrainingArguments, run_name: str, group: str | None) -> str | None:
     """Logging, launch and output-dir checks, trackers; returns the checkpoint to resume from (or None)."""
     setup_logging(args)
+    # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
+    transformers.set_seed(args.seed)
     check_launch(args)
     resume = prepare_output_dir(args)
     configure_trackers(args, run_name, group)
@@ -200,6 +202,14 @@ def train_and_save(
     if trainer.train_dataset is not None:
         train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
         results.update(train_output.metrics)
+        agree = parameters_agree_across_processes(trainer)
+        if agree is not None:
+            results["parameters_agree_across_processes"] = agree
+            if not agree:
+                raise RuntimeError(
+                    "after training, the processes hold different weights: they trained unsynchronised copies. "
+                    "Launch with torchrun / accelerate launch (on CPU: ACCELERATE_USE_CPU=true ... --multi_gpu)."
+                )
         trainer.save_model(str(out))  # safetensors + config (+ tokenizer, via processing_class)
         trainer.save_state()
     if final_eval and trainer.eval_dataset is not None:
@@ -213,6 +223,26 @@ def train_and_save(
         plot_loss(trainer.state.log_history, out / "loss.png")
         tokenizer.save_pretrained(str(out))
     return results
+
+
+def parameters_agree_across_processes(trainer) -> bool | None:
+    """Whether every process holds bit-identical weights (None on one process, or where weights are sharded).
+
+    Compares two float64 checksums of the replicated weights with one all-gather: cheap, and it catches the
+    silent failure of N processes that each train alone.
+    """
+    if trainer.args.world_size == 1 or trainer.is_fsdp_enabled:
+        return None
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return None
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    sums = torch.zeros(2, dtype=torch.float64, device=trainer.args.device)
+    for i, param in enumerate(model.parameters()):
+        values = param.detach().to(torch.float64)
+        sums[0] += values.sum()
+        sums[1] += (values * (i + 1)).abs().sum()  # position-weighted, so swapped tensors also differ
+    gathered = trainer.accelerator.gather(sums.unsqueeze(0))
+    return bool((gathered == gathered[0]).all())
 
 
 def save_results(trainer, results: dict) -> None:

@@ -1,0 +1,101 @@
+"""Real 2-process CPU runs (gloo) under the launchers users use: accelerate DDP, DeepSpeed ZeRO-2, and a wrong launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from absl.testing import absltest
+from transformers import T5ForConditionalGeneration
+
+from t5kit.tokenizer import train_tokenizer
+from tests.helpers import REPO, SHARED_DATA, corpus_slice
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ACCELERATE_CPU_2 = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29517"]
+
+
+def run(command: list[str], env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(command[:6])} ... exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def losses(run_dir: Path) -> list[float]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return [row["loss"] for row in state["log_history"] if "loss" in row]
+
+
+class DistributedCpuTest(absltest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        cls.corpus = corpus_slice(cls.tmp, lines=2000)
+        texts = [line for line in cls.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        train_tokenizer(texts, vocab_size=500, output_dir=cls.tmp / "tok")
+
+    def pretrain_argv(self, out: Path, per_device: int) -> list[str]:
+        return ["pre_train_t5.py", "--train_files", str(self.corpus), "--tokenizer_name_or_path", str(self.tmp / "tok"),
+                "--model_config", "tiny", "--input_length", "64", "--per_device_train_batch_size", str(per_device),
+                "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no", "--seed", "5",
+                "--output_dir", str(out)]  # fmt: skip
+
+    def test_accelerate_ddp_pretraining_matches_one_process(self):
+        one, two = self.tmp / "one", self.tmp / "two"
+        run([sys.executable, *self.pretrain_argv(one, per_device=8)])
+        run(["env", "ACCELERATE_USE_CPU=true", *ACCELERATE_CPU_2, *self.pretrain_argv(two, per_device=4)])
+        results = json.loads((two / "all_results.json").read_text())
+        self.assertEqual((results["world_size"], results["effective_batch_size"]), (2, 8))
+        self.assertEqual(results["distributed_type"], "MULTI_CPU")
+        self.assertTrue(results["parameters_agree_across_processes"])
+        single, double = losses(one), losses(two)
+        self.assertLen(double, 6)
+        for step, (a, b) in enumerate(zip(single, double, strict=True), start=1):
+            self.assertAlmostEqual(a, b, delta=1e-3 * abs(a), msg=f"step {step}: 1 process {a} vs 2 processes {b}")
+
+    def test_accelerate_ddp_fine_tuning(self):
+        out = self.tmp / "ft"
+        run(["env", "ACCELERATE_USE_CPU=true", *ACCELERATE_CPU_2, "fine_tune_t5.py", "--benchmark", "glue",
+             "--dataset_name", "sst2", "--data_dir", str(SHARED_DATA / "glue"), "--tokenizer_name_or_path",
+             str(self.tmp / "tok"), "--model_config", "tiny", "--do_train", "--do_eval", "--max_train_samples", "200",
+             "--max_eval_samples", "37", "--max_steps", "6", "--per_device_train_batch_size", "8",
+             "--eval_strategy", "no", "--output_dir", str(out)])  # fmt: skip
+        results = json.loads((out / "all_results.json").read_text())
+        self.assertEqual(results["world_size"], 2)
+        self.assertTrue(results["parameters_agree_across_processes"])
+        lines = (out / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines()
+        self.assertLen(lines, 37)  # an odd count: the gather must drop the padding sample
+
+    def test_deepspeed_zero2_pretraining_saves_a_loadable_model(self):
+        out = self.tmp / "ds"
+        run(["deepspeed", "--num_gpus", "2", "--master_port", "29518", *self.pretrain_argv(out, per_device=4),
+             "--deepspeed", "zero_stage2_config.json"])  # fmt: skip
+        results = json.loads((out / "all_results.json").read_text())
+        self.assertEqual((results["distributed_type"], results["world_size"]), ("DEEPSPEED", 2))
+        self.assertTrue(results["parameters_agree_across_processes"])
+        model = T5ForConditionalGeneration.from_pretrained(out)
+        self.assertEqual(model.config.d_model, 64)
+
+    def test_two_unsynchronised_processes_stop_with_a_clear_error(self):
+        """srun -n 2 python script.py: two processes that would each train alone."""
+        procs = []
+        for rank in (0, 1):
+            env = {**ENV, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": str(rank)}
+            procs.append(subprocess.Popen([sys.executable, *self.pretrain_argv(self.tmp / "bad", per_device=4)],
+                                          cwd=REPO, env=env, stderr=subprocess.PIPE, text=True))  # fmt: skip
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=300)
+            self.assertEqual(proc.returncode, 2, stderr[-2000:])
+            self.assertIn("started 2 processes", stderr)
+            self.assertIn("unsynchronised", stderr)
+            self.assertNotIn("Traceback", stderr)
+
+
+if __name__ == "__main__":
+    absltest.main()
