@@ -82,6 +82,23 @@ class DistributedCpuTest(absltest.TestCase):
         model = T5ForConditionalGeneration.from_pretrained(out)
         self.assertEqual(model.config.d_model, 64)
 
+    def test_deepspeed_zero3_fine_tuning_with_generation_eval(self):
+        """ZeRO-3 shards the weights: generation needs synced processes, and the save must gather 16-bit weights."""
+        out = self.tmp / "z3"
+        run(["deepspeed", "--num_gpus", "2", "--master_port", "29520", "fine_tune_t5.py", "--deepspeed",
+             "zero_stage3_config.json", "--benchmark", "glue", "--dataset_name", "sst2", "--data_dir",
+             str(SHARED_DATA / "glue"), "--tokenizer_name_or_path", str(self.tmp / "tok"), "--model_config", "tiny",
+             "--do_train", "--do_eval", "--eval_mode", "generate", "--max_train_samples", "200",
+             "--max_eval_samples", "37", "--max_steps", "4", "--per_device_train_batch_size", "8",
+             "--eval_strategy", "no", "--output_dir", str(out)])  # fmt: skip
+        results = json.loads((out / "all_results.json").read_text())
+        self.assertEqual((results["distributed_type"], results["world_size"]), ("DEEPSPEED", 2))
+        self.assertIn("eval_accuracy", results)
+        self.assertLen((out / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines(), 37)
+        model = T5ForConditionalGeneration.from_pretrained(out)  # full weights, not ZeRO shards
+        self.assertEqual(tuple(model.shared.weight.shape)[1], 64)
+        self.assertGreater(float(model.shared.weight.abs().mean()), 0.1)
+
     def test_two_unsynchronised_processes_stop_with_a_clear_error(self):
         """srun -n 2 python script.py: two processes that would each train alone."""
         procs = []
