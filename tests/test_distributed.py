@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,11 +41,11 @@ class DistributedCpuTest(absltest.TestCase):
         texts = [line for line in cls.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
         train_tokenizer(texts, vocab_size=500, output_dir=cls.tmp / "tok")
 
-    def pretrain_argv(self, out: Path, per_device: int) -> list[str]:
+    def pretrain_argv(self, out: Path, per_device: int, save_steps: int | None = None) -> list[str]:
+        saving = ["--save_steps", str(save_steps)] if save_steps else ["--save_strategy", "no"]
         return ["pre_train_t5.py", "--train_files", str(self.corpus), "--tokenizer_name_or_path", str(self.tmp / "tok"),
                 "--model_config", "tiny", "--input_length", "64", "--per_device_train_batch_size", str(per_device),
-                "--max_steps", "6", "--logging_steps", "1", "--save_strategy", "no", "--seed", "5",
-                "--output_dir", str(out)]  # fmt: skip
+                "--max_steps", "6", "--logging_steps", "1", *saving, "--seed", "5", "--output_dir", str(out)]  # fmt: skip
 
     def test_accelerate_ddp_pretraining_matches_one_process(self):
         one, two = self.tmp / "one", self.tmp / "two"
@@ -58,6 +59,21 @@ class DistributedCpuTest(absltest.TestCase):
         self.assertLen(double, 6)
         for step, (a, b) in enumerate(zip(single, double, strict=True), start=1):
             self.assertAlmostEqual(a, b, delta=1e-3 * abs(a), msg=f"step {step}: 1 process {a} vs 2 processes {b}")
+
+    def test_checkpoints_resume_under_the_same_launcher(self):
+        """A checkpoint written by 2 DDP processes (and one by DeepSpeed ZeRO-2) resumes with the same loss trace."""
+        launchers = {
+            "ddp": ["env", "ACCELERATE_USE_CPU=true", *ACCELERATE_CPU_2],
+            "zero2": ["deepspeed", "--num_gpus", "2", "--master_port", "29521"],
+        }
+        for name, launcher in launchers.items():
+            full, resumed = self.tmp / f"{name}-full", self.tmp / f"{name}-resumed"
+            extra = ["--deepspeed", "zero_stage2_config.json"] if name == "zero2" else []
+            run([*launcher, *self.pretrain_argv(full, per_device=4, save_steps=3), *extra])
+            shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+            run([*launcher, *self.pretrain_argv(resumed, per_device=4, save_steps=3), *extra,
+                 "--resume_from_checkpoint", "latest"])  # fmt: skip
+            self.assertEqual(losses(resumed)[-3:], losses(full)[-3:], name)
 
     def test_accelerate_ddp_fine_tuning(self):
         out = self.tmp / "ft"
