@@ -7,8 +7,28 @@ Formats follow the T5 code base (t5/data/glue_utils.py, t5/data/preprocessors.py
     inputs  = "<prefix> <field1>: <value1> <field2>: <value2>"
     targets = the label word of the integer label, e.g. "positive"
 
-Adding a task (SuperGLUE, summarization, translation, QA) is one ``register``
-call with one record; nothing else in this module names a task.
+Adding a task is one ``register`` call with one record; nothing else in this
+module names a task. Benchmarks in the table:
+
+- ``glue``: the GLUE tasks (hub ``nyu-mll/glue``, or the GLUE download as TSV).
+- ``superglue``: boolq, cb, copa, multirc, record, rte, wic, wsc, axb, axg (hub
+  ``aps/super_glue``, or the SuperGLUE download as jsonl: ``<Task>/{train,val,
+  test}.jsonl``). Formats follow T5 (``glue_utils.get_glue_text_preprocessor``:
+  ``preprocessors.glue`` with sorted feature names, ``wsc``, ``record``).
+  MultiRC and ReCoRD files are nested; task_data flattens them
+  (``local_flatten``) into the hub's rows: one per (question, answer option)
+  for MultiRC, one per query for ReCoRD, with the struct ``idx`` kept so that
+  metrics can group (``group_by``) and leaderboard files can nest.
+- ``summarization`` (xsum, cnn_dailymail), ``translation`` (wmt16_en_ro),
+  ``qa`` (squad): free-text targets scored with ROUGE, BLEU/chrF or SQuAD EM/F1.
+- ``custom``: your own files (``--train_file``...; source/target columns).
+  ``--dataset_name`` picks the metric set: ``exact_match`` (the default:
+  exact-match accuracy), ``summarization`` (ROUGE), ``translation`` (BLEU,
+  chrF) or ``qa`` (SQuAD EM/F1); ``--prefix`` is put before every input.
+
+Column names in a record may be dotted paths into nested columns:
+``translation.en`` reads ``example["translation"]["en"]`` (wmt16), and
+``answers.text`` the list of gold answers of SQuAD.
 
     >>> spec = get_task("glue", "sst2")
     >>> format_source(spec, {"sentence": "a charming journey", "label": 1})
@@ -21,19 +41,22 @@ call with one record; nothing else in this module names a task.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from metrics import (BINARY_METRICS, INVALID, METRICS, PERCENT, SCORE_METRICS,
-                     replace_invalid_scores)
+from metrics import (BINARY_METRICS, GROUP_METRICS, INVALID, METRICS, PERCENT, SCORE_METRICS,
+                     TEXT_METRICS, replace_invalid_scores)
 
 __all__ = [
     "INVALID", "UNLABELED", "Regression", "TaskSpec", "DATASET_VALS", "register",
     "get_task", "custom_task", "format_source", "format_target", "postprocess",
     "compute_task_metrics", "label_candidates", "target_candidates",
-    "max_target_length",
+    "max_target_length", "TRANSFORMS", "LOCAL_FLATTENERS", "SUBMISSION_FORMATS",
+    "references_of", "group_of", "read_path",
 ]
 
 # Label of an example without a gold label (GLUE test splits), as on the hub
@@ -82,6 +105,41 @@ class Regression:
         return [self.format(k / self.steps_per_unit) for k in range(first, last + 1)]
 
 
+def _mark_span(text: str, span: str, index: int, mark: str) -> str:
+    """Put `mark` around `span` where it starts the word number `index` (0-based,
+    words separated by single whitespace characters), as T5 preprocessors.wsc
+    ``_mark_span`` does with the regex ^((?:\\S+\\s){N})(W); the span text is
+    matched literally here. Text where the span is not found stays unchanged."""
+    pattern = re.compile(r"^((?:\S+\s){%d})(%s)" % (index, re.escape(span)))
+    return pattern.sub(lambda m: f"{m.group(1)}{mark} {m.group(2)} {mark}", text, count=1)
+
+
+def wsc_mark_spans(example: Mapping[str, Any]) -> dict[str, Any]:
+    """T5 preprocessors.wsc: " * " around the noun (span1), " # " around the pronoun (span2).
+
+    {"text": "This is a test sentence .", "span1_text": "test", "span1_index": 3,
+     "span2_text": "This", "span2_index": 0} -> text "# This # is a * test * sentence ."
+    """
+    text = _mark_span(example["text"], example["span1_text"], int(example["span1_index"]), "*")
+    # Marking span1 added two words before span2 when span1 comes first.
+    span2_index = int(example["span2_index"]) + 2 * (int(example["span1_index"]) < int(example["span2_index"]))
+    out = dict(example)
+    out["text"] = _mark_span(text, example["span2_text"], span2_index, "#")
+    return out
+
+
+# Example transforms a record may name (``example_transform``): row -> row, before formatting.
+TRANSFORMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "wsc_mark_spans": wsc_mark_spans,
+}
+# Nested local files a record may name (``local_flatten``); task_data implements each.
+LOCAL_FLATTENERS = frozenset({"superglue_multirc", "superglue_record"})
+# Leaderboard file formats: GLUE TSV, SuperGLUE jsonl {"idx", "label"}, MultiRC's nested jsonl.
+SUBMISSION_FORMATS = frozenset({"glue_tsv", "superglue_jsonl", "superglue_multirc_jsonl"})
+# T5 preprocessors.record joins the entity list with ", ".
+LIST_SEPARATOR = ", "
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """One task: where its data lives, how it becomes text, how it is scored.
@@ -123,10 +181,38 @@ class TaskSpec:
     # Files without a header line (CoLA train/dev) and the names of their fields.
     local_headerless_splits: tuple[str, ...] = ()
     local_headerless_columns: tuple[str, ...] = ()
-    # GLUE leaderboard file per test split ("MNLI-m.tsv").
+    # File label value per class index, as text, for jsonl files whose labels differ from
+    # label_words (BoolQ "false"/"true" for False/True; JSON booleans read as "false"/"true").
+    local_label_values: tuple[str, ...] | None = None
+    # Nested local files turned into hub rows by task_data (one of LOCAL_FLATTENERS).
+    local_flatten: str | None = None
+    # Leaderboard file per test split ("MNLI-m.tsv", "BoolQ.jsonl").
     submission_files: tuple[tuple[str, str], ...] = ()
     # The leaderboard wants label words (MNLI, AX, QNLI, RTE), not indices.
     submission_label_words: bool = False
+    submission_format: str = "glue_tsv"
+    # superglue_jsonl: the leaderboard's label value per class index ("true"; 1 for COPA).
+    submission_labels: tuple[Any, ...] | None = None
+    # Which idx field the leaderboard line carries when idx is a struct (ReCoRD: "query").
+    submission_idx: str | None = None
+
+    # Structure of the data.
+    # Input columns holding a list of texts, joined with ", " (ReCoRD entities).
+    list_input_columns: tuple[str, ...] = ()
+    # Regex substitutions (pattern, replacement) applied in order to the formatted input
+    # (MultiRC drops HTML markup; ReCoRD turns "@highlight" lines into sentences).
+    input_substitutions: tuple[tuple[str, str], ...] = ()
+    # A TRANSFORMS entry applied to each row before formatting (WSC marks its spans).
+    example_transform: str | None = None
+    # The label column holds a list of gold answers (free text): the first is the target
+    # text, all of them count for the metrics (ReCoRD, SQuAD).
+    multiple_answers: bool = False
+    # Training rows: one per gold answer (T5 preprocessors.record) instead of the first one.
+    train_on_each_answer: bool = False
+    # Keys of a struct idx column (MultiRC: paragraph, question, answer); () = int idx.
+    idx_fields: tuple[str, ...] = ()
+    # The idx field that groups examples for group metrics (MultiRC: "question").
+    group_by: str | None = None
 
     def __post_init__(self):
         where = f"task {self.benchmark}/{self.name}"
@@ -143,6 +229,8 @@ class TaskSpec:
         for pair in self.input_fields:
             if len(pair) != 2 or not all(isinstance(x, str) for x in pair) or not pair[1]:
                 fail(f"input_fields entry {pair!r} is not a (shown name, column) pair")
+            if not all(pair[1].split(".")):
+                fail(f"column path {pair[1]!r} has an empty part")
         columns = [column for _, column in self.input_fields]
         if len(set(columns)) != len(columns):
             fail(f"input_fields repeat a column: {columns}")
@@ -173,6 +261,11 @@ class TaskSpec:
                 fail(f"metric {m!r} needs exactly two label words")
             if m in ("mcc", "macro_f1") and self.label_words is None:
                 fail(f"metric {m!r} needs label_words")
+            free_text = self.label_words is None and self.regression is None
+            if m in TEXT_METRICS and not free_text:
+                fail(f"metric {m!r} needs a free-text task (no label_words or regression)")
+            if m in GROUP_METRICS and self.group_by is None:
+                fail(f"metric {m!r} needs group_by")
         if self.metrics and self.metric_to_optimize not in self.metrics:
             fail(f"metric_to_optimize {self.metric_to_optimize!r} is not one of {self.metrics}")
         if not self.metrics and self.metric_to_optimize is not None:
@@ -191,6 +284,47 @@ class TaskSpec:
                 fail(f"local_headerless_splits names {split!r}, which has no local file")
         if self.submission_label_words and self.label_words is None:
             fail("submission_label_words needs label_words")
+        if self.submission_format not in SUBMISSION_FORMATS:
+            fail(f"submission_format {self.submission_format!r} is not one of {sorted(SUBMISSION_FORMATS)}")
+        if self.submission_format == "superglue_jsonl" and self.submission_files:
+            if self.label_words is not None:
+                if self.submission_labels is None or len(self.submission_labels) != len(self.label_words):
+                    fail("submission_labels needs one leaderboard value per label word")
+            elif self.regression is not None:
+                fail("superglue_jsonl has no format for regression")
+        elif self.submission_labels is not None:
+            fail("submission_labels applies to superglue_jsonl leaderboard files only")
+        if self.submission_format == "superglue_multirc_jsonl" and (
+                self.label_words is None or len(self.label_words) != 2 or len(self.idx_fields) != 3):
+            fail("superglue_multirc_jsonl needs two label words and idx_fields (paragraph, question, answer)")
+        if self.submission_idx is not None and self.submission_idx not in self.idx_fields:
+            fail(f"submission_idx {self.submission_idx!r} is not one of idx_fields {self.idx_fields}")
+        if self.idx_fields and self.submission_files and self.submission_format == "superglue_jsonl" \
+                and self.submission_idx is None:
+            fail("a struct idx needs submission_idx for its leaderboard file")
+        if self.local_label_values is not None:
+            if self.label_words is None or len(self.local_label_values) != len(self.label_words):
+                fail("local_label_values needs one file value per label word")
+        if self.local_flatten is not None and self.local_flatten not in LOCAL_FLATTENERS:
+            fail(f"local_flatten {self.local_flatten!r} is not one of {sorted(LOCAL_FLATTENERS)}")
+        for column in self.list_input_columns:
+            if column not in columns:
+                fail(f"list_input_columns names {column!r}, which is no input column")
+        for pattern, _ in self.input_substitutions:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                fail(f"input_substitutions pattern {pattern!r} does not compile: {err}")
+        if self.example_transform is not None and self.example_transform not in TRANSFORMS:
+            fail(f"example_transform {self.example_transform!r} is not one of {sorted(TRANSFORMS)}")
+        if self.multiple_answers and (self.label_words is not None or self.regression is not None):
+            fail("multiple_answers needs a free-text task")
+        if self.train_on_each_answer and not self.multiple_answers:
+            fail("train_on_each_answer needs multiple_answers")
+        if len(set(self.idx_fields)) != len(self.idx_fields):
+            fail(f"idx_fields repeat a key: {self.idx_fields}")
+        if self.group_by is not None and self.group_by not in self.idx_fields:
+            fail(f"group_by {self.group_by!r} is not one of idx_fields {self.idx_fields}")
         if self.local_files:
             if not self.local_dir:
                 fail("local_files needs local_dir")
@@ -262,17 +396,18 @@ def get_task(benchmark: str, name: str) -> TaskSpec:
     return tasks[name]
 
 
-def custom_task(prefix: str = "") -> TaskSpec:
+CUSTOM = "custom"
+
+
+def custom_task(prefix: str = "", name: str = CUSTOM) -> TaskSpec:
     """A free-text task for --benchmark custom: columns "source" -> "target"
-    (task_data.load_custom_split), scored by exact match ("accuracy").
+    (task_data.load_custom_split), with the metric set of the custom record
+    ``name`` (custom: exact match; summarization; translation; qa) and ``prefix``
+    put before every input.
 
     format_source(custom_task("summarize:"), {"source": "a b"}) -> "summarize: a b"
     """
-    return TaskSpec(
-        benchmark="custom", name="custom", prefix=prefix,
-        input_fields=(("", "source"),), label_column="target",
-        metrics=("accuracy",), metric_to_optimize="accuracy",
-        hub_path=None, validation_splits=("validation",), test_splits=("test",))
+    return dataclasses.replace(get_task(CUSTOM, name), prefix=prefix)
 
 
 # --------------------------------------------------------------------------
@@ -410,13 +545,236 @@ register(TaskSpec(
 
 
 # --------------------------------------------------------------------------
+# SuperGLUE (hub: aps/super_glue; files: the official SuperGLUE download, jsonl)
+# Formats: T5 glue_utils.get_glue_text_preprocessor -> preprocessors.glue (feature
+# names sorted, unless given for multirc and wic), preprocessors.wsc, preprocessors.record;
+# label words are the tfds super_glue label_classes. Leaderboard files follow the
+# SuperGLUE submission format (jiant): <Task>.jsonl lines {"idx": ..., "label": ...}.
+
+SUPERGLUE_HUB_PATH = "aps/super_glue"
+_SUPERGLUE_FILES = (("train", "train"), ("validation", "val"), ("test", "test"))
+_JSONL = ".jsonl"
+_FALSE_TRUE = ("False", "True")          # tfds label_classes of the yes/no tasks
+_FILE_FALSE_TRUE = ("false", "true")     # in the files (JSON booleans read the same)
+_NLI_2 = ("entailment", "not_entailment")
+
+
+def _same(*columns: str) -> tuple[tuple[str, str], ...]:
+    """local_columns where the file uses the hub's names."""
+    return tuple((c, c) for c in columns)
+
+
+register(TaskSpec(
+    benchmark="superglue", name="boolq", prefix="boolq",
+    input_fields=(("passage", "passage"), ("question", "question")),
+    label_words=_FALSE_TRUE,
+    metrics=("accuracy",), metric_to_optimize="accuracy",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="boolq",
+    local_dir="BoolQ", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("passage", "question", "label"), local_label_values=_FILE_FALSE_TRUE,
+    submission_files=(("test", "BoolQ.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_FILE_FALSE_TRUE,
+))
+register(TaskSpec(
+    benchmark="superglue", name="cb", prefix="cb",
+    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+    label_words=("entailment", "contradiction", "neutral"),
+    # T5 SUPERGLUE_METRICS: mean_multiclass_f1(num_classes=3), accuracy.
+    metrics=("macro_f1", "accuracy"), metric_to_optimize="macro_f1",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="cb",
+    local_dir="CB", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("hypothesis", "premise", "label"),
+    submission_files=(("test", "CB.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=("entailment", "contradiction", "neutral"),
+))
+register(TaskSpec(
+    benchmark="superglue", name="copa", prefix="copa",
+    input_fields=(("choice1", "choice1"), ("choice2", "choice2"), ("premise", "premise"),
+                  ("question", "question")),
+    label_words=("choice1", "choice2"),
+    metrics=("accuracy",), metric_to_optimize="accuracy",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="copa",
+    local_dir="COPA", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("choice1", "choice2", "premise", "question", "label"),
+    local_label_values=("0", "1"),
+    submission_files=(("test", "COPA.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=(0, 1),
+))
+register(TaskSpec(
+    benchmark="superglue", name="multirc", prefix="multirc",
+    # glue_utils: feature_names=("question", "answer", "paragraph"); preprocessors.glue
+    # removes the HTML markup: "<br>" -> " ", "<b>"/"</b>" -> "".
+    input_fields=(("question", "question"), ("answer", "answer"), ("paragraph", "paragraph")),
+    input_substitutions=(("<br>", " "), ("<(/)?b>", "")),
+    label_words=_FALSE_TRUE,
+    # T5: multirc_f1_over_all_answers (F1a), mean_group_metric(all_match) over questions (EM).
+    metrics=("f1a", "group_em"), metric_to_optimize="f1a",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="multirc",
+    idx_fields=("paragraph", "question", "answer"), group_by="question",
+    local_dir="MultiRC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("question", "answer", "paragraph", "label"),
+    local_label_values=("0", "1"), local_flatten="superglue_multirc",
+    submission_files=(("test", "MultiRC.jsonl"),), submission_format="superglue_multirc_jsonl",
+))
+register(TaskSpec(
+    benchmark="superglue", name="record", prefix="record",
+    # preprocessors.record: "record query: <q> entities: <e1>, <e2> passage: <p>", with
+    # "@highlight" lines of the passage turned into sentences; one training example per
+    # gold answer; eval takes the best answer (deduplicate_metric(squad)).
+    input_fields=(("query", "query"), ("entities", "entities"), ("passage", "passage")),
+    list_input_columns=("entities",),
+    input_substitutions=((r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 "), (r"\n@highlight\n", ". ")),
+    label_column="answers", multiple_answers=True, train_on_each_answer=True,
+    metrics=("squad_f1", "squad_em"), metric_to_optimize="squad_f1",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="record",
+    idx_fields=("passage", "query"),
+    local_dir="ReCoRD", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("query", "entities", "passage", "answers"),
+    local_flatten="superglue_record",
+    submission_files=(("test", "ReCoRD.jsonl"),), submission_format="superglue_jsonl",
+    submission_idx="query",
+))
+register(TaskSpec(
+    benchmark="superglue", name="rte", prefix="rte",
+    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+    label_words=_NLI_2,
+    metrics=("accuracy",), metric_to_optimize="accuracy",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="rte",
+    local_dir="RTE", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("hypothesis", "premise", "label"),
+    submission_files=(("test", "RTE.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_NLI_2,
+))
+register(TaskSpec(
+    benchmark="superglue", name="wic", prefix="wic",
+    # glue_utils: feature_names=("sentence1", "sentence2", "word"); start/end offsets unused.
+    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("word", "word")),
+    label_words=_FALSE_TRUE,
+    metrics=("accuracy",), metric_to_optimize="accuracy",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="wic",
+    local_dir="WiC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    local_columns=_same("sentence1", "sentence2", "word", "label"),
+    local_label_values=_FILE_FALSE_TRUE,
+    submission_files=(("test", "WiC.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_FILE_FALSE_TRUE,
+))
+register(TaskSpec(
+    benchmark="superglue", name="wsc", prefix="wsc",
+    # preprocessors.wsc (glue_utils uses it for wsc.fixed): "wsc text: <text>" with
+    # " * " around the noun (span1) and " # " around the pronoun (span2).
+    input_fields=(("text", "text"),), example_transform="wsc_mark_spans",
+    label_words=_FALSE_TRUE,
+    metrics=("accuracy",), metric_to_optimize="accuracy",
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="wsc.fixed",
+    local_dir="WSC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
+    # The download nests the spans under "target".
+    local_columns=(("text", "text"), ("span1_index", "target.span1_index"),
+                   ("span2_index", "target.span2_index"), ("span1_text", "target.span1_text"),
+                   ("span2_text", "target.span2_text"), ("label", "label")),
+    local_label_values=_FILE_FALSE_TRUE,
+    submission_files=(("test", "WSC.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_FILE_FALSE_TRUE,
+))
+register(TaskSpec(
+    # The diagnostics are scored with an RTE model, so they read like RTE: glue_utils
+    # casts axb/axg as "rte" and rekeys axb's sentence1/sentence2 to premise/hypothesis.
+    benchmark="superglue", name="axb", prefix="rte",
+    input_fields=(("hypothesis", "sentence2"), ("premise", "sentence1")),
+    label_words=_NLI_2, metrics=(), metric_to_optimize=None,
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="axb",
+    train_split=None, validation_splits=(), test_splits=("test",),
+    local_dir="AX-b", local_suffix=_JSONL, local_files=(("test", "AX-b"),),
+    local_columns=_same("sentence1", "sentence2", "label"),
+    submission_files=(("test", "AX-b.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_NLI_2,
+))
+register(TaskSpec(
+    benchmark="superglue", name="axg", prefix="rte",
+    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+    label_words=_NLI_2, metrics=(), metric_to_optimize=None,
+    hub_path=SUPERGLUE_HUB_PATH, hub_config="axg",
+    train_split=None, validation_splits=(), test_splits=("test",),
+    local_dir="AX-g", local_suffix=_JSONL, local_files=(("test", "AX-g"),),
+    local_columns=_same("hypothesis", "premise", "label"),
+    submission_files=(("test", "AX-g.jsonl"),), submission_format="superglue_jsonl",
+    submission_labels=_NLI_2,
+))
+
+
+# --------------------------------------------------------------------------
+# Text-to-text tasks: free-text targets. Formats: T5 preprocessors.summarize
+# ("summarize: <article>"), translate ("translate English to Romanian: <en>"), squad
+# ("question: <q> context: <c>"; T5 also pads punctuation with spaces, which is not done
+# here: SQuAD normalisation drops punctuation before scoring anyway).
+
+ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+TRANSLATION_METRICS = ("bleu", "chrf")
+SQUAD_METRICS = ("squad_em", "squad_f1")
+
+register(TaskSpec(
+    benchmark="summarization", name="xsum", prefix="summarize:",
+    input_fields=(("", "document"),), label_column="summary",
+    metrics=ROUGE, metric_to_optimize="rougeL",
+    hub_path="EdinburghNLP/xsum",
+))
+register(TaskSpec(
+    benchmark="summarization", name="cnn_dailymail", prefix="summarize:",
+    input_fields=(("", "article"),), label_column="highlights",
+    metrics=ROUGE, metric_to_optimize="rougeL",
+    hub_path="abisee/cnn_dailymail", hub_config="3.0.0",
+))
+register(TaskSpec(
+    benchmark="translation", name="wmt16_en_ro", prefix="translate English to Romanian:",
+    input_fields=(("", "translation.en"),), label_column="translation.ro",
+    metrics=TRANSLATION_METRICS, metric_to_optimize="bleu",
+    hub_path="wmt/wmt16", hub_config="ro-en",
+))
+register(TaskSpec(
+    benchmark="translation", name="wmt16_ro_en", prefix="translate Romanian to English:",
+    input_fields=(("", "translation.ro"),), label_column="translation.en",
+    metrics=TRANSLATION_METRICS, metric_to_optimize="bleu",
+    hub_path="wmt/wmt16", hub_config="ro-en",
+))
+register(TaskSpec(
+    benchmark="qa", name="squad", prefix="",
+    input_fields=(("question", "question"), ("context", "context")),
+    label_column="answers.text", multiple_answers=True,
+    metrics=SQUAD_METRICS, metric_to_optimize="squad_f1",
+    hub_path="rajpurkar/squad", test_splits=(),
+))
+
+# --benchmark custom: --dataset_name picks the metric set; the prefix comes from --prefix.
+for _name, _metrics, _optimize in (
+        (CUSTOM, ("accuracy",), "accuracy"),  # exact match of the whole text
+        ("summarization", ROUGE, "rougeL"),
+        ("translation", TRANSLATION_METRICS, "bleu"),
+        ("qa", SQUAD_METRICS, "squad_f1")):
+    register(TaskSpec(
+        benchmark=CUSTOM, name=_name, prefix="",
+        input_fields=(("", "source"),), label_column="target",
+        metrics=_metrics, metric_to_optimize=_optimize,
+        hub_path=None, validation_splits=("validation",), test_splits=("test",)))
+
+
+# --------------------------------------------------------------------------
 # Functions generated from a record
 
+def read_path(example: Mapping[str, Any], path: str) -> Any:
+    """example["translation"]["en"] for "translation.en"; a KeyError names the missing part."""
+    value: Any = example
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            have = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise KeyError(f"no column {path!r}; it has {have}")
+        value = value[part]
+    return value
+
+
 def _column(spec: TaskSpec, example: Mapping[str, Any], column: str) -> Any:
-    if column not in example:
-        raise ValueError(f"task {spec.full_name}: example has no column {column!r}; "
-                         f"it has {sorted(example)}")
-    return example[column]
+    try:
+        return read_path(example, column)
+    except KeyError as err:
+        raise ValueError(f"task {spec.full_name}: example has {err.args[0]}") from None
 
 
 def format_source(spec: TaskSpec, example: Mapping[str, Any]) -> str:
@@ -424,18 +782,28 @@ def format_source(spec: TaskSpec, example: Mapping[str, Any]) -> str:
 
     mnli: {"premise": "A man eats.", "hypothesis": "Someone eats.", "label": 0}
       -> "mnli hypothesis: Someone eats. premise: A man eats."
-    Values are written verbatim (no stripping), as T5 does.
+    Values are written verbatim (no stripping), as T5 does. A list column
+    (spec.list_input_columns) is joined with ", "; spec.example_transform runs
+    before and spec.input_substitutions after the joining.
     """
+    if spec.example_transform is not None:
+        example = TRANSFORMS[spec.example_transform](example)
     parts = [spec.prefix] if spec.prefix else []
     for shown, column in spec.input_fields:
         value = _column(spec, example, column)
+        if column in spec.list_input_columns and isinstance(value, (list, tuple)) \
+                and all(isinstance(v, str) for v in value):
+            value = LIST_SEPARATOR.join(value)
         if not isinstance(value, str):
             raise ValueError(f"task {spec.full_name}: column {column!r} holds "
                              f"{type(value).__name__}, expected text")
         if shown:
             parts.append(f"{shown}:")
         parts.append(value)
-    return " ".join(parts)
+    text = " ".join(parts)
+    for pattern, replacement in spec.input_substitutions:
+        text = re.sub(pattern, replacement, text)
+    return text
 
 
 def format_target(spec: TaskSpec, example: Mapping[str, Any]) -> str:
@@ -443,8 +811,15 @@ def format_target(spec: TaskSpec, example: Mapping[str, Any]) -> str:
 
     sst2 {"label": 1} -> "positive"; stsb {"label": 3.79} -> "3.8";
     a label outside the label set (including UNLABELED, -1) -> ValueError.
+    multiple_answers (record, squad): the first gold answer.
     """
     value = _column(spec, example, spec.label_column)
+    if spec.multiple_answers:
+        answers = _answers(spec, value)
+        if not answers:
+            raise ValueError(f"task {spec.full_name}: example has no gold answer "
+                             "(an unlabeled test example?)")
+        return answers[0]
     if spec.label_words is not None:
         # bool is an int subclass; reject it along with floats and strings.
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
@@ -464,6 +839,28 @@ def format_target(spec: TaskSpec, example: Mapping[str, Any]) -> str:
     if not isinstance(value, str):
         raise ValueError(f"task {spec.full_name}: target {value!r} is not text")
     return value
+
+
+def _answers(spec: TaskSpec, value: Any) -> list[str]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"task {spec.full_name}: {spec.label_column!r} must be a list of "
+                         f"texts, got {value!r}")
+    return list(value)
+
+
+def references_of(spec: TaskSpec, example: Mapping[str, Any]) -> list[str]:
+    """Every gold target text of a labeled example: the answer list of a
+    multiple_answers task (ReCoRD, SQuAD), else [format_target(...)]."""
+    if spec.multiple_answers:
+        return _answers(spec, _column(spec, example, spec.label_column))
+    return [format_target(spec, example)]
+
+
+def group_of(spec: TaskSpec, example: Mapping[str, Any]) -> str:
+    """The metric group of an example: its idx[group_by] (MultiRC: the question), as text."""
+    if spec.group_by is None:
+        raise ValueError(f"task {spec.full_name} has no group_by")
+    return str(_column(spec, example, f"idx.{spec.group_by}"))
 
 
 def postprocess(spec: TaskSpec, text: str) -> int | float | str:
@@ -488,7 +885,9 @@ def postprocess(spec: TaskSpec, text: str) -> int | float | str:
 
 
 def compute_task_metrics(spec: TaskSpec, predicted_texts: Sequence[str],
-                         target_texts: Sequence[str]) -> dict[str, float]:
+                         target_texts: Sequence[str],
+                         references: Sequence[Sequence[str]] | None = None,
+                         groups: Sequence[str] | None = None) -> dict[str, float]:
     """Score decoded predictions against target texts, both postprocessed.
 
     Returns each metric in spec.metrics on a 0-100 scale, plus
@@ -500,6 +899,10 @@ def compute_task_metrics(spec: TaskSpec, predicted_texts: Sequence[str],
 
     sst2: predictions ["positive", "maybe"], targets ["positive", "positive"]
       -> {"accuracy": 50.0, "invalid_rate": 50.0}
+
+    Text metrics (ROUGE, BLEU, SQuAD) compare each prediction with its
+    ``references`` (all gold texts; default [target]); group metrics (MultiRC
+    EM) need ``groups``, one group id per example (references_of, group_of).
     """
     if len(predicted_texts) != len(target_texts):
         raise ValueError(f"got {len(predicted_texts)} predictions but "
@@ -519,8 +922,19 @@ def compute_task_metrics(spec: TaskSpec, predicted_texts: Sequence[str],
         if spec.regression is not None:
             predictions = replace_invalid_scores(
                 targets, predictions, spec.regression.low, spec.regression.high)
+        if references is None:
+            references = [[text] for text in target_texts]
+        if len(references) != len(predictions):
+            raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
         for name in spec.metrics:
-            results[name] = METRICS[name](targets, predictions)
+            if name in TEXT_METRICS:
+                results[name] = METRICS[name](references, predictions)
+            elif name in GROUP_METRICS:
+                if groups is None:
+                    raise ValueError(f"task {spec.full_name}: metric {name!r} needs groups")
+                results[name] = METRICS[name](targets, predictions, groups)
+            else:
+                results[name] = METRICS[name](targets, predictions)
     results["invalid_rate"] = PERCENT * invalid / len(predictions)
     return results
 

@@ -16,11 +16,36 @@ Invalid predictions are scored as wrong, never dropped:
   the gold class.
 - ``pearson`` and ``spearman`` see floats only: the caller replaces invalid
   scores first with ``replace_invalid_scores`` (it needs the score range).
+- ``group_em`` (MultiRC exact match over questions) takes a third argument,
+  the group id of each example: a group scores 1 only if all of its
+  predictions equal their targets (T5 ``mean_group_metric(all_match)``).
+  ``f1a`` is ``f1`` over every answer option (T5 ``multirc_f1_over_all_answers``).
+
+Text metrics (``TEXT_METRICS``) take ``(references, predictions)``: for each
+example a list of gold texts and one predicted text (free text is never
+INVALID). With several gold texts the best-scoring one counts:
+
+- ``squad_em`` / ``squad_f1``: SQuAD v1.1 evaluation (answers normalised by
+  lower-casing, dropping punctuation and the articles a/an/the, collapsing
+  whitespace; EM and token F1 take the maximum over the gold answers).
+- ``rouge1`` / ``rouge2`` / ``rougeL`` / ``rougeLsum``: rouge-score F-measure
+  with Porter stemming, best gold text per example (``score_multi``), mean
+  over examples (no bootstrap). rougeLsum scores sentence by sentence:
+  sentences are the text's lines; a text without newlines is split with
+  nltk's punkt when its data is installed, else after ``.``, ``!`` or ``?``
+  followed by whitespace (``split_sentences``).
+- ``bleu`` / ``chrf``: sacrebleu ``corpus_bleu`` / ``corpus_chrf`` with their
+  defaults (13a tokenisation); examples with fewer gold texts than others
+  repeat their first one, which changes neither score.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import math
+import re
+import string
 from typing import Callable, Sequence
 
 import numpy as np
@@ -154,15 +179,173 @@ def replace_invalid_scores(targets: Sequence[float], predictions: Sequence[float
     return out
 
 
-METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
+def group_em(targets: Sequence, predictions: Sequence, groups: Sequence | None = None) -> float:
+    """Percent of groups whose predictions are all right (MultiRC "EM": a question
+    counts only if every one of its answer options is labelled right).
+
+    group_em([1, 0, 1, 1], [1, 0, 0, 1], groups=["q1", "q1", "q2", "q2"]) -> 50.0
+    """
+    _check_lengths(targets, predictions)
+    if groups is None or len(groups) != len(targets):
+        raise ValueError("group_em needs one group id per example")
+    right: dict = collections.OrderedDict()
+    for target, prediction, group in zip(targets, predictions, groups):
+        right[group] = right.get(group, True) and prediction == target
+    return PERCENT * sum(right.values()) / len(right)
+
+
+# --------------------------------------------------------------------------
+# Text metrics: (references, predictions), references[i] = list of gold texts.
+
+def _check_references(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> None:
+    _check_lengths(references, predictions)
+    for i, golds in enumerate(references):
+        if isinstance(golds, str) or not len(golds):
+            raise ValueError(f"example {i}: references must be a non-empty list of texts, got {golds!r}")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation: lower case, no punctuation, no articles, single spaces.
+
+    normalize_answer("The  Eiffel-Tower!") -> "eiffeltower"
+    """
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def _token_f1(gold: str, prediction: str) -> float:
+    gold_tokens = normalize_answer(gold).split()
+    predicted_tokens = normalize_answer(prediction).split()
+    common = collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)
+    overlap = sum(common.values())
+    if overlap == 0:
+        return 0.0
+    precision = overlap / len(predicted_tokens)
+    recall = overlap / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_em(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> float:
+    """Percent of predictions equal to some gold answer after normalize_answer.
+
+    squad_em([["the cat", "a dog"]], ["Dog."]) -> 100.0
+    """
+    _check_references(references, predictions)
+    hits = [max(normalize_answer(g) == normalize_answer(p) for g in golds)
+            for golds, p in zip(references, predictions)]
+    return PERCENT * sum(hits) / len(hits)
+
+
+def squad_f1(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> float:
+    """Mean over examples of the best token F1 against any gold answer.
+
+    squad_f1([["big red car"]], ["the red car"]) -> precision 2/2, recall 2/3 -> 80.0
+    """
+    _check_references(references, predictions)
+    scores = [max(_token_f1(g, p) for g in golds) for golds, p in zip(references, predictions)]
+    return PERCENT * sum(scores) / len(scores)
+
+
+@functools.cache
+def _punkt_available() -> bool:
+    try:
+        import nltk
+
+        nltk.data.find("tokenizers/punkt_tab/english/")
+        return True
+    except (ImportError, LookupError):
+        return False
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> str:
+    """One sentence per line, for rougeLsum.
+
+    Text that already has newlines keeps its lines (CNN/DailyMail highlights);
+    otherwise nltk punkt splits it when its data is installed (never
+    downloaded), else a simple rule splits after . ! ? followed by whitespace:
+    split_sentences("It rained. We left!") -> "It rained.\nWe left!"
+    """
+    if "\n" in text:
+        return "\n".join(line.strip() for line in text.split("\n") if line.strip())
+    if _punkt_available():
+        import nltk
+
+        return "\n".join(nltk.sent_tokenize(text))
+    return "\n".join(part for part in _SENTENCE_END.split(text.strip()) if part)
+
+
+@functools.cache
+def _rouge_scorer(kind: str):
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+
+def _rouge(kind: str, references: Sequence[Sequence[str]], predictions: Sequence[str]) -> float:
+    _check_references(references, predictions)
+    scorer = _rouge_scorer(kind)
+    prepare = split_sentences if kind == "rougeLsum" else (lambda text: text)
+    total = 0.0
+    for golds, prediction in zip(references, predictions):
+        scores = scorer.score_multi([prepare(g) for g in golds], prepare(prediction))
+        total += scores[kind].fmeasure
+    return PERCENT * total / len(predictions)
+
+
+def _reference_streams(references: Sequence[Sequence[str]]) -> list[list[str]]:
+    """sacrebleu wants one stream per reference position; short lists repeat their first text."""
+    width = max(len(golds) for golds in references)
+    return [[golds[k] if k < len(golds) else golds[0] for golds in references] for k in range(width)]
+
+
+def bleu(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> float:
+    """sacrebleu corpus BLEU (0-100)."""
+    import sacrebleu
+
+    _check_references(references, predictions)
+    return float(sacrebleu.corpus_bleu(list(predictions), _reference_streams(references)).score)
+
+
+def chrf(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> float:
+    """sacrebleu corpus chrF (0-100)."""
+    import sacrebleu
+
+    _check_references(references, predictions)
+    return float(sacrebleu.corpus_chrf(list(predictions), _reference_streams(references)).score)
+
+
+METRICS: dict[str, Callable[..., float]] = {
     "accuracy": accuracy,
     "f1": f1,
+    # MultiRC F1a: binary F1 over every answer option (T5 multirc_f1_over_all_answers).
+    "f1a": f1,
     "mcc": mcc,
     "macro_f1": macro_f1,
     "pearson": pearson,
     "spearman": spearman,
+    "group_em": group_em,
+    "squad_em": squad_em,
+    "squad_f1": squad_f1,
+    "rouge1": functools.partial(_rouge, "rouge1"),
+    "rouge2": functools.partial(_rouge, "rouge2"),
+    "rougeL": functools.partial(_rouge, "rougeL"),
+    "rougeLsum": functools.partial(_rouge, "rougeLsum"),
+    "bleu": bleu,
+    "chrf": chrf,
 }
 
 # Metrics defined on two classes (0/1) only, and metrics on real-valued scores.
-BINARY_METRICS = frozenset({"f1"})
+BINARY_METRICS = frozenset({"f1", "f1a"})
 SCORE_METRICS = frozenset({"pearson", "spearman"})
+# Metrics that also take each example's group id.
+GROUP_METRICS = frozenset({"group_em"})
+# Metrics on free text: (references, predictions).
+TEXT_METRICS = frozenset({"squad_em", "squad_f1", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"})

@@ -11,6 +11,25 @@ naming the file, the line and the flag; empty text fields are only counted.
 
 Local GLUE files are tab-separated with no quoting: a quote character is text
 ("QUOTE_NONE" in the GLUE and HF loaders), so lines are split on "\\t" here.
+
+Local SuperGLUE files (``--data_dir``, the SuperGLUE download: ``BoolQ/val.jsonl``)
+are JSON lines; they become the rows of ``aps/super_glue`` on the hub: the
+record's ``local_columns`` (dotted paths allowed: WSC's ``target.span1_text``),
+the label as a class index (file values ``local_label_values``, e.g. "false"/
+"true" or JSON booleans for BoolQ; missing in test files: -1) and ``idx``.
+MultiRC and ReCoRD nest several examples in one line and are flattened as the
+hub does (``FLATTENERS``):
+
+- MultiRC: one row per answer option: paragraph, question, answer, label,
+  idx {paragraph, question, answer}.
+- ReCoRD: one row per query: passage, query, entities (the sorted distinct
+  entity texts, ``text[start:end + 1]``), answers (sorted distinct answer
+  texts; [] in test files), idx {passage, query}.
+
+SuperGLUE leaderboard files (``write_superglue_submission``): one
+``{"idx": ..., "label": ...}`` line per test example, and for MultiRC one line per
+paragraph: {"idx": p, "passage": {"questions": [{"idx": q, "answers":
+[{"idx": a, "label": 0 or 1}]}]}}.
 """
 
 from __future__ import annotations
@@ -26,7 +45,7 @@ from typing import Any, Iterator, Sequence
 
 import datasets
 
-from constants import INVALID, UNLABELED, TaskSpec
+from constants import INVALID, LOCAL_FLATTENERS, UNLABELED, TaskSpec, read_path
 
 UTF8_BOM = b"\xef\xbb\xbf"  # MRPC train/dev start with one (from msr_paraphrase_*.txt)
 CUSTOM_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
@@ -196,6 +215,119 @@ def _read_local_split(spec: TaskSpec, split: str, data_dir: str,
                                blank_lines=blank)
 
 
+def _json_label_text(value: Any) -> str:
+    """A file label as text: JSON booleans as "false"/"true", numbers as digits."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def flatten_multirc(record: dict) -> list[dict]:
+    """One MultiRC line (a paragraph with its questions and answer options) -> hub rows."""
+    passage = record["passage"]
+    rows = []
+    for question in passage["questions"]:
+        for answer in question["answers"]:
+            rows.append({
+                "paragraph": passage["text"], "question": question["question"], "answer": answer["text"],
+                "label": answer.get("label"),
+                "idx": {"paragraph": record["idx"], "question": question["idx"], "answer": answer["idx"]},
+            })
+    return rows
+
+
+def flatten_record(record: dict) -> list[dict]:
+    """One ReCoRD line (a passage with its queries) -> one hub row per query."""
+    text = record["passage"]["text"]
+    entities = sorted({text[e["start"]: e["end"] + 1] for e in record["passage"]["entities"]})
+    return [{
+        "passage": text, "query": qa["query"], "entities": entities,
+        "answers": sorted({a["text"] for a in qa.get("answers", [])}),
+        "idx": {"passage": record["idx"], "query": qa["idx"]},
+    } for qa in record["qas"]]
+
+
+FLATTENERS = {"superglue_multirc": flatten_multirc, "superglue_record": flatten_record}
+assert set(FLATTENERS) == LOCAL_FLATTENERS, "constants.LOCAL_FLATTENERS and FLATTENERS disagree"
+
+
+def _jsonl_features(spec: TaskSpec, row: dict) -> datasets.Features:
+    """The hub schema of a jsonl task, from the record and one row (for the non-text columns)."""
+    features: dict[str, Any] = {}
+    for column, _ in spec.local_columns:
+        if column == spec.label_column:
+            if spec.label_words is not None:
+                features[column] = datasets.ClassLabel(names=list(spec.label_words))
+            else:
+                features[column] = datasets.Sequence(datasets.Value("string"))
+        elif column in spec.list_input_columns:
+            features[column] = datasets.Sequence(datasets.Value("string"))
+        elif isinstance(row.get(column), int) and not isinstance(row.get(column), bool):
+            features[column] = datasets.Value("int32")
+        else:
+            features[column] = datasets.Value("string")
+    if spec.idx_fields:
+        features["idx"] = {key: datasets.Value("int32") for key in spec.idx_fields}
+    else:
+        features["idx"] = datasets.Value("int32")
+    return datasets.Features(features)
+
+
+def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
+                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+    relative = spec.local_path(split)
+    path = os.path.join(data_dir, relative)
+    if not os.path.isfile(path):
+        raise _fail(path, None, f"file not found; expected the SuperGLUE download layout "
+                    f"<data_dir>/{relative}", flag)
+    file_labels = spec.local_label_values or spec.label_words
+    text_columns = [c for _, c in spec.input_fields if c not in spec.list_input_columns]
+    empty = {c: 0 for c in text_columns}
+    rows: list[dict] = []
+    for number, where, record in _records(path, flag):
+        flattened = FLATTENERS[spec.local_flatten](record) if spec.local_flatten else [record]
+        for raw in flattened:
+            row: dict[str, Any] = {}
+            for column, file_column in spec.local_columns:
+                try:
+                    value = read_path(raw, file_column)
+                except (KeyError, TypeError) as err:
+                    if column == spec.label_column:
+                        value = None  # test files carry no labels
+                    else:
+                        raise _fail(path, number, f"{where}: {err.args[0]}", flag) from None
+                row[column] = value
+            label = row.get(spec.label_column)
+            if spec.label_words is not None:
+                if label is None:
+                    row[spec.label_column] = UNLABELED
+                else:
+                    text = _json_label_text(label)
+                    if text not in file_labels:
+                        raise _fail(path, number, f"label {text!r} is not in the {spec.name} label "
+                                    f"set {list(file_labels)}", flag)
+                    row[spec.label_column] = file_labels.index(text)
+            elif label is None:
+                row[spec.label_column] = []
+            for column in text_columns:
+                if not isinstance(row[column], str):
+                    raise _fail(path, number, f"{where}: field {column!r} holds "
+                                f"{type(row[column]).__name__}, expected text", flag)
+                empty[column] += row[column] == ""
+            idx = raw.get("idx")
+            if spec.idx_fields:
+                if not isinstance(idx, dict) or set(idx) != set(spec.idx_fields):
+                    raise _fail(path, number, f"{where}: idx {idx!r} lacks {spec.idx_fields}", flag)
+            elif idx is None:
+                idx = len(rows)  # files without idx: count data rows from 0
+            row["idx"] = idx
+            rows.append(row)
+    if not rows:
+        raise _fail(path, None, "file has no data rows", flag)
+    dataset = datasets.Dataset.from_list(rows, features=_jsonl_features(spec, rows[0]))
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty)
+
+
 def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
                     ) -> tuple[datasets.Dataset, LoadReport]:
     """One split of a task, with the hub schema.
@@ -214,11 +346,17 @@ def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
         raise ValueError(f"task {spec.full_name} has no split {split!r}; "
                          f"choose one of: {', '.join(spec.splits)}")
     if data_dir is not None:
+        if not spec.local_files:
+            raise ValueError(f"task {spec.full_name} has no local file layout; leave out --data_dir "
+                             "(hub) or use --benchmark custom with --train_file/--validation_file")
+        if spec.local_suffix == ".jsonl":
+            return _read_local_jsonl(spec, split, data_dir, flag="--data_dir")
         return _read_local_split(spec, split, data_dir, flag="--data_dir")
     if spec.hub_path is None:
         raise ValueError(f"task {spec.full_name} has no hub source; pass --data_dir")
     dataset = datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)
-    empty = {c: sum(v == "" for v in dataset[c]) for _, c in spec.input_fields}
+    empty = {c: sum(v == "" for v in dataset[c]) for _, c in spec.input_fields
+             if c in dataset.column_names and c not in spec.list_input_columns}
     return dataset, LoadReport(source=f"hub {spec.hub_path} {spec.hub_config} {split}",
                                rows=len(dataset), empty_fields=empty)
 
@@ -389,5 +527,78 @@ def write_glue_submission(spec: TaskSpec, predictions: Sequence[int | float],
     return replaced
 
 
+# --------------------------------------------------------------------------
+# SuperGLUE leaderboard files
+
+def write_superglue_submission(spec: TaskSpec, idxs: Sequence[Any], predictions: Sequence[Any],
+                               path: str, invalid_fallback: int = 0) -> int:
+    """Write a SuperGLUE leaderboard jsonl file; return how many predictions were
+    invalid and replaced by the class ``invalid_fallback``.
+
+    idxs[i]: the test example's idx (an int, or the struct of spec.idx_fields);
+    predictions[i]: its postprocessed prediction (a class index, INVALID allowed,
+    or the answer text for ReCoRD). Labels are spec.submission_labels[class]:
+      boolq idxs [0, 1], predictions [1, -1] -> {"idx": 0, "label": "true"}
+                                                {"idx": 1, "label": "false"}
+      record idxs [{"passage": 0, "query": 7}], predictions ["Obama"]
+        -> {"idx": 7, "label": "Obama"}
+      multirc: one line per paragraph, questions and answers nested in file order.
+    """
+    if not predictions:
+        raise ValueError(f"no predictions to write to {path}")
+    if len(idxs) != len(predictions):
+        raise ValueError(f"got {len(predictions)} predictions but {len(idxs)} idx values")
+    classes = len(spec.label_words) if spec.label_words is not None else None
+    if classes is not None and not 0 <= invalid_fallback < classes:
+        raise ValueError(f"invalid_fallback {invalid_fallback!r} is no class of task {spec.full_name}")
+    replaced = 0
+
+    def label_of(value):
+        nonlocal replaced
+        if classes is None:
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < classes:
+            value, replaced = invalid_fallback, replaced + 1
+        return int(value)
+
+    lines = []
+    if spec.submission_format == "superglue_multirc_jsonl":
+        paragraph_key, question_key, answer_key = spec.idx_fields
+        paragraphs: dict[Any, dict[Any, list]] = {}
+        for idx, value in zip(idxs, predictions):
+            questions = paragraphs.setdefault(idx[paragraph_key], {})
+            questions.setdefault(idx[question_key], []).append(
+                {"idx": idx[answer_key], "label": label_of(value)})
+        for p, questions in paragraphs.items():
+            lines.append({"idx": p, "passage": {"questions": [
+                {"idx": q, "answers": answers} for q, answers in questions.items()]}})
+    elif spec.submission_format == "superglue_jsonl":
+        for idx, value in zip(idxs, predictions):
+            key = idx[spec.submission_idx] if spec.submission_idx else idx
+            label = label_of(value)
+            lines.append({"idx": key, "label": spec.submission_labels[label] if classes else label})
+    else:
+        raise ValueError(f"task {spec.full_name} has no SuperGLUE leaderboard format")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return replaced
+
+
+def write_submission(spec: TaskSpec, split: str, idxs: Sequence[Any], predictions: Sequence[Any],
+                     folder: str) -> tuple[str, int]:
+    """The leaderboard file of ``split`` in ``folder`` in the record's format;
+    returns (path, number of invalid predictions replaced by a default label)."""
+    path = os.path.join(folder, spec.submission_file(split))
+    if spec.submission_format == "glue_tsv":
+        return path, write_glue_submission(spec, predictions, path)
+    return path, write_superglue_submission(spec, idxs, predictions, path)
+
+
 __all__ = ["LoadReport", "hub_features", "load_glue_split", "load_custom_split",
-           "glue_submission_filename", "write_glue_submission", "INVALID", "UNLABELED"]
+           "glue_submission_filename", "write_glue_submission", "write_superglue_submission",
+           "write_submission", "flatten_multirc", "flatten_record", "FLATTENERS",
+           "INVALID", "UNLABELED"]

@@ -240,12 +240,13 @@ class ErrorTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "--dataset_name 'sst' .* ax, cola, mnli, mrpc, "
                                                 "qnli, qqp, rte, sst2, stsb, wnli"):
             constants.get_task("glue", "sst")
-        with self.assertRaisesRegex(ValueError, "--benchmark 'superglue' .* glue"):
-            constants.get_task("superglue", "rte")
+        with self.assertRaisesRegex(ValueError, "--benchmark 'superglu' .* glue, qa, summarization, "
+                                                "superglue, translation"):
+            constants.get_task("superglu", "rte")
 
     @parameterized.named_parameters(
         ("optimize_not_in_metrics", dict(metric_to_optimize="f1"), "metric_to_optimize"),
-        ("unknown_metric", dict(metrics=("bleu",), metric_to_optimize="bleu"), "unknown metrics"),
+        ("unknown_metric", dict(metrics=("bogus",), metric_to_optimize="bogus"), "unknown metrics"),
         ("f1_needs_two_labels", dict(label_words=("a", "b", "c"), metrics=("f1",),
                                      metric_to_optimize="f1"), "two label words"),
         ("pearson_needs_regression", dict(metrics=("pearson",), metric_to_optimize="pearson"),
