@@ -1,4 +1,5 @@
-"""Fine-tune T5 on a task from the DATASET_VALS table (GLUE) or on your own text-to-text files.
+"""Fine-tune T5 on a task from the DATASET_VALS table (GLUE, SuperGLUE, summarization, translation, QA) or on your
+own text-to-text files.
 
     python fine_tune_t5.py --model_name_or_path t5-small --benchmark glue --dataset_name sst2 \\
         --do_train --do_eval --output_dir runs/sst2
@@ -6,6 +7,12 @@
         --data_dir glue_data --do_train --do_eval --eval_mode rank --output_dir runs/rte
     python fine_tune_t5.py --model_name_or_path t5-small --benchmark custom --train_file train.jsonl \\
         --validation_file dev.jsonl --prefix "summarize:" --do_train --do_eval --output_dir runs/mine
+    python fine_tune_t5.py --model_name_or_path t5-small --benchmark superglue --dataset_name cb \
+        --data_dir superglue_data --do_train --do_eval --do_predict --output_dir runs/cb
+
+Every task runs through the same code, driven by its record's fields only: ReCoRD/SQuAD score each prediction
+against all gold answers (`references`), MultiRC groups answer options by question (`group`), and `--do_predict`
+writes the leaderboard file the record names (GLUE TSV, SuperGLUE jsonl) under submission/.
 
 Metrics are computed on decoded, post-processed text (never token ids); text that is no label word counts as wrong
 and its share is reported as `eval_invalid_rate`. Every flag: `python fine_tune_t5.py --help`.
@@ -44,7 +51,7 @@ from t5kit.training import (
     start_run,
     train_and_save,
 )
-from task_data import write_glue_submission
+from task_data import write_submission
 
 logger = logging.getLogger("fine_tune_t5")
 
@@ -118,6 +125,8 @@ class FineTuneTrainer(T5Trainer):
         self.task = task
         self.eval_mode = eval_mode
         self.eval_targets: list[str] = []
+        self.eval_references: list[list[str]] | None = None
+        self.eval_groups: list[str] | None = None
         self.last_predictions: list[str] = []
         self.candidates = rank_candidates_of(task) if eval_mode == "rank" else None
 
@@ -131,6 +140,9 @@ class FineTuneTrainer(T5Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         self.eval_targets = list(dataset["target"])
+        columns = dataset.column_names
+        self.eval_references = list(dataset["references"]) if "references" in columns else None
+        self.eval_groups = list(dataset["group"]) if "group" in columns else None
         return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
 
     def compute_text_metrics(self, eval_pred) -> dict[str, float]:
@@ -138,7 +150,9 @@ class FineTuneTrainer(T5Trainer):
         # keeps dataset order, so the real predictions are the first len(targets).
         texts = self.decode_predictions(eval_pred.predictions)[: len(self.eval_targets)]
         self.last_predictions = texts
-        return compute_task_metrics(self.task, texts, self.eval_targets)
+        return compute_task_metrics(
+            self.task, texts, self.eval_targets, references=self.eval_references, groups=self.eval_groups
+        )
 
     def decode_predictions(self, predictions: np.ndarray) -> list[str]:
         if self.eval_mode == "rank":
@@ -198,15 +212,15 @@ def prepare_text_splits(spec, splits, tokenizer, data_args):
     )
     report = TruncationReport()
 
-    def prepare(ds, labeled):
-        ds = to_text(spec, ds, labeled)
+    def prepare(ds, labeled, each_answer=False):
+        ds = to_text(spec, ds, labeled, each_answer=each_answer)
         ds, truncation = tokenize(
             ds, tokenizer, data_args.max_source_length, target_len, labeled, data_args.preprocessing_num_workers
         )
         report.add(truncation)
         return ds
 
-    train = prepare(splits.train, True) if splits.train is not None else None
+    train = prepare(splits.train, True, each_answer=True) if splits.train is not None else None
     validation = {name: prepare(ds, True) for name, ds in splits.validation.items()}
     test = {name: prepare(ds, False) for name, ds in splits.test.items()}
     return train, validation, test, target_len, report
@@ -216,9 +230,13 @@ def write_predictions(out: Path, spec: TaskSpec, split: str, dataset, prediction
     folder = out / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.benchmark}_{spec.name}_{split}.jsonl"
+    references = dataset["references"] if "references" in dataset.column_names else None
     with path.open("w", encoding="utf-8") as handle:
-        for source, target, prediction in zip(dataset["source"], dataset["target"], predictions):
-            handle.write(json.dumps({"input": source, "target": target, "prediction": prediction}) + "\n")
+        for i, (source, target, prediction) in enumerate(zip(dataset["source"], dataset["target"], predictions)):
+            row = {"input": source, "target": target, "prediction": prediction}
+            if references is not None:
+                row["references"] = references[i]  # every gold answer (ReCoRD, SQuAD)
+            handle.write(json.dumps(row) + "\n")
     return path
 
 
@@ -330,9 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_predictions(out, spec, name, ds, texts_out)
             if spec.submission_files:
                 values = [postprocess(spec, text) for text in texts_out]
-                path = out / "submission" / spec.submission_file(name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                replaced = write_glue_submission(spec, values, path)
+                path, replaced = write_submission(spec, name, list(ds["idx"]), values, str(out / "submission"))
                 logger.info("leaderboard file %s (%d invalid predictions replaced by a default label)", path, replaced)
 
     if trainer.is_world_process_zero():

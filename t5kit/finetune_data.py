@@ -2,8 +2,15 @@
 
 Every task goes through the same three steps, with nothing task-specific here:
 1. `load_splits`: raw rows with the hub schema (task_data), per split.
-2. `to_text`: `source`/`target` strings from the record (constants.format_source / format_target).
+2. `to_text`: `source`/`target` strings from the record (constants.format_source / format_target), plus, where the
+   record asks for them, `references` (every gold text: ReCoRD, SQuAD) and `group` (MultiRC's question) for the
+   metrics; `idx` is kept for leaderboard files. Training rows of a `train_on_each_answer` record are repeated once
+   per gold answer (T5 preprocessors.record).
 3. `tokenize`: ids, labels and a `length` column (for length-grouped batches); truncation is counted.
+
+Tasks: `--benchmark glue|superglue|summarization|translation|qa --dataset_name <task>` (hub, or `--data_dir` for the
+GLUE/SuperGLUE downloads), or `--benchmark custom` with your files, where `--dataset_name` picks the metric set:
+custom (exact match, the default), summarization (ROUGE), translation (BLEU, chrF) or qa (SQuAD EM/F1).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 
-from constants import TaskSpec, custom_task, format_source, format_target, get_task
+from constants import TaskSpec, custom_task, format_source, format_target, get_task, group_of, references_of
 from t5kit.args import UsageError
 from task_data import load_custom_split, load_glue_split
 
@@ -27,11 +34,19 @@ CUSTOM = "custom"
 class FineTuneDataArguments:
     """Which task and data to fine-tune on."""
 
-    benchmark: str = field(default="glue", metadata={"help": "Benchmark of --dataset_name: glue, or custom."})
-    dataset_name: str | None = field(default=None, metadata={"help": "Task name in the benchmark, e.g. sst2."})
+    benchmark: str = field(
+        default="glue",
+        metadata={"help": "Benchmark of --dataset_name: glue, superglue, summarization, translation, qa, or custom."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Task in the benchmark, e.g. sst2, cb, xsum; custom: the metric set "
+                          "(custom = exact match, summarization, translation, qa)."},
+    )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv); default: hub."},
+        metadata={"help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv; SuperGLUE: "
+                          "DIR/CB/{train,val,test}.jsonl); default: hub."},
     )
     train_file: str | None = field(default=None, metadata={"help": "custom: training data (.jsonl/.json/.csv/.tsv)."})
     validation_file: str | None = field(default=None, metadata={"help": "custom: validation data."})
@@ -64,9 +79,9 @@ DEFAULT_TEXT_TARGET_LENGTH = 128  # free-text targets (custom tasks) are cut her
 
 
 def resolve_task(args: FineTuneDataArguments) -> TaskSpec:
-    if args.benchmark == CUSTOM:
-        return custom_task(args.prefix.strip())
     try:
+        if args.benchmark == CUSTOM:
+            return custom_task(args.prefix.strip(), args.dataset_name or CUSTOM)
         return get_task(args.benchmark, args.dataset_name)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -136,26 +151,40 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
     return splits
 
 
-def to_text(spec: TaskSpec, ds: datasets.Dataset, labeled: bool) -> datasets.Dataset:
+def to_text(spec: TaskSpec, ds: datasets.Dataset, labeled: bool, each_answer: bool = False) -> datasets.Dataset:
     """Adds `source` and `target` text from the record (target "" for unlabeled test rows).
 
     sst2 row {"sentence": "a gem .", "label": 1, "idx": 0} -> source "sst2 sentence: a gem .", target "positive"
+    multiple_answers records also get `references` (all gold texts; [] unlabeled), group_by records `group`.
+    each_answer (training rows of a train_on_each_answer record): one row per gold answer as the target.
     """
+    expand = each_answer and labeled and spec.train_on_each_answer
 
-    def convert(batch):
+    def convert(batch, positions):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        sources, targets = [], []
-        for row in rows:
-            sources.append(format_source(spec, row))
+        out = {"source": [], "target": [], "idx": []}
+        if spec.multiple_answers:
+            out["references"] = []
+        if spec.group_by is not None:
+            out["group"] = []
+        for position, row in zip(positions, rows):
+            source = format_source(spec, row)
             try:
-                targets.append(format_target(spec, row) if labeled else "")
+                references = references_of(spec, row) if labeled else []
+                targets = references if expand else [format_target(spec, row) if labeled else ""]
             except ValueError as err:
                 raise UsageError(f"example idx {row.get('idx')}: {err}") from None
-        return {"source": sources, "target": targets}
+            for target in targets:
+                out["source"].append(source)
+                out["target"].append(target)
+                out["idx"].append(row.get("idx", position))  # hub text sets without idx: the row number
+                if "references" in out:
+                    out["references"].append(references)
+                if "group" in out:
+                    out["group"].append(group_of(spec, row))
+        return out
 
-    keep = {"idx"}
-    drop = [c for c in ds.column_names if c not in keep and c not in ("source", "target")]
-    return ds.map(convert, batched=True, remove_columns=drop, desc="formatting")
+    return ds.map(convert, batched=True, with_indices=True, remove_columns=ds.column_names, desc="formatting")
 
 
 @dataclass
