@@ -263,5 +263,246 @@ class ErrorTest(parameterized.TestCase):
             dataclasses.replace(constants.get_task("glue", "sst2"), **changes)
 
 
+
+# --------------------------------------------------------------------------
+# SuperGLUE and text-to-text records
+
+SUPERGLUE_TASKS = sorted(constants.DATASET_VALS["superglue"])
+
+# One golden example per SuperGLUE task: (hub-schema example, inputs, targets), each
+# with the T5 source that defines it (google-research/text-to-text-transfer-transformer).
+# glue_utils.get_glue_text_preprocessor sends every task but wsc.fixed and record to
+# preprocessors.glue, which writes "<task> key: value ..." over the sorted feature names
+# (multirc and wic pass feature_names); targets are the tfds super_glue label_classes.
+SUPERGLUE_GOLDEN = {
+    "boolq": (  # preprocessors.glue, sorted keys: passage, question (BoolQ val.jsonl line 1, shortened)
+        {"question": "does ethanol take more energy make that produces",
+         "passage": "Ethanol fuel -- All biomass goes through at least some of these steps.",
+         "label": 0, "idx": 0},
+        "boolq passage: Ethanol fuel -- All biomass goes through at least some of these steps. "
+        "question: does ethanol take more energy make that produces",
+        "False"),
+    "cb": (  # preprocessors.glue, sorted keys: hypothesis, premise (CB val.jsonl line 1)
+        {"premise": "Valence the void-brain, Valence the virtuous valet. Why couldn't the figger "
+                    "choose his own portion of titanic anatomy to shaft? Did he think he was helping?",
+         "hypothesis": "Valence was helping", "label": 1, "idx": 0},
+        "cb hypothesis: Valence was helping premise: Valence the void-brain, Valence the virtuous "
+        "valet. Why couldn't the figger choose his own portion of titanic anatomy to shaft? Did he "
+        "think he was helping?",
+        "contradiction"),
+    "copa": (  # preprocessors.glue, sorted keys: choice1, choice2, premise, question (COPA val line 1)
+        {"premise": "The man turned on the faucet.", "choice1": "The toilet filled with water.",
+         "choice2": "Water flowed from the spout.", "question": "effect", "label": 1, "idx": 0},
+        "copa choice1: The toilet filled with water. choice2: Water flowed from the spout. "
+        "premise: The man turned on the faucet. question: effect",
+        "choice2"),
+    "multirc": (  # glue_utils feature_names=("question", "answer", "paragraph"); glue() drops <br>, <b>
+        {"paragraph": "<b>Sent 1: </b>Tom ran home.<br><b>Sent 2: </b>He ate.<br>",
+         "question": "Who ate?", "answer": "Tom", "label": 1,
+         "idx": {"paragraph": 0, "question": 0, "answer": 0}},
+        "multirc question: Who ate? answer: Tom paragraph: Sent 1: Tom ran home. Sent 2: He ate. ",
+        "True"),
+    "record": (  # preprocessors.record docstring example, with two @highlight lines
+        {"passage": "This is the passage.\n@highlight\nPenguins swim\n@highlight\nPigeons fly!",
+         "query": "A @placeholder is a bird.", "entities": ["penguin", "potato", "pigeon"],
+         "answers": ["penguin", "pigeon"], "idx": {"passage": 0, "query": 0}},
+        "record query: A @placeholder is a bird. entities: penguin, potato, pigeon passage: "
+        "This is the passage. Penguins swim. Pigeons fly!",
+        "penguin"),
+    "rte": (  # preprocessors.glue, sorted keys: hypothesis, premise (SuperGLUE RTE val line 1, shortened)
+        {"premise": "Dana Reeve, the widow of the actor Christopher Reeve, has died.",
+         "hypothesis": "Christopher Reeve had an accident.", "label": 1, "idx": 0},
+        "rte hypothesis: Christopher Reeve had an accident. "
+        "premise: Dana Reeve, the widow of the actor Christopher Reeve, has died.",
+        "not_entailment"),
+    "wic": (  # glue_utils feature_names=("sentence1", "sentence2", "word") (WiC val line 1)
+        {"word": "class", "sentence1": "An emerging professional class.",
+         "sentence2": "Apologizing for losing your temper, even though you were badly provoked, "
+                      "showed real class.", "label": 0, "idx": 0},
+        "wic sentence1: An emerging professional class. sentence2: Apologizing for losing your "
+        "temper, even though you were badly provoked, showed real class. word: class",
+        "False"),
+    "wsc": (  # preprocessors.wsc docstring example: '* noun *', '# pronoun #'
+        {"text": "This is a test sentence .", "span1_text": "test", "span1_index": 3,
+         "span2_text": "This", "span2_index": 0, "label": 0, "idx": 0},
+        "wsc text: # This # is a * test * sentence .",
+        "False"),
+    "axb": (  # glue_utils.register_super_glue rekeys axb sentence1/2 -> premise/hypothesis, cast as "rte"
+        {"sentence1": "The cat sat on the mat.", "sentence2": "The cat did not sit on the mat.",
+         "label": 1, "idx": 0},
+        "rte hypothesis: The cat did not sit on the mat. premise: The cat sat on the mat.",
+        "not_entailment"),
+    "axg": (  # get_glue_text_preprocessor casts axg as "rte"
+        {"premise": "The nurse called the doctor because she was late.",
+         "hypothesis": "The nurse was late.", "label": 0, "idx": 0},
+        "rte hypothesis: The nurse was late. premise: The nurse called the doctor because she was late.",
+        "entailment"),
+}
+
+# tfds super_glue label_classes; None: free text (ReCoRD answers).
+SUPERGLUE_LABEL_WORDS = {
+    "boolq": ("False", "True"), "cb": ("entailment", "contradiction", "neutral"),
+    "copa": ("choice1", "choice2"), "multirc": ("False", "True"), "record": None,
+    "rte": ("entailment", "not_entailment"), "wic": ("False", "True"), "wsc": ("False", "True"),
+    "axb": ("entailment", "not_entailment"), "axg": ("entailment", "not_entailment"),
+}
+
+# T5 glue_utils.SUPERGLUE_METRICS, by our names.
+SUPERGLUE_METRIC_NAMES = {
+    "boolq": ("accuracy",), "cb": ("macro_f1", "accuracy"), "copa": ("accuracy",),
+    "multirc": ("f1a", "group_em"), "record": ("squad_f1", "squad_em"), "rte": ("accuracy",),
+    "wic": ("accuracy",), "wsc": ("accuracy",), "axb": (), "axg": (),
+}
+
+# Text-to-text golden examples: (benchmark, task, example, inputs, targets), with their T5 source.
+TEXT_GOLDEN = (
+    ("xsum", "summarization", "xsum",  # preprocessors.summarize: "summarize: <article>"
+     {"document": "The council said the road would reopen on Friday.", "summary": "Road to reopen.", "id": "1"},
+     "summarize: The council said the road would reopen on Friday.", "Road to reopen."),
+    ("cnn_dailymail", "summarization", "cnn_dailymail",  # preprocessors.summarize(article, highlights)
+     {"article": "(CNN) A storm hit.", "highlights": "Storm hits.\nNo one hurt.", "id": "a"},
+     "summarize: (CNN) A storm hit.", "Storm hits.\nNo one hurt."),
+    ("wmt16_en_ro", "translation", "wmt16_en_ro",  # preprocessors.translate docstring layout
+     {"translation": {"en": "That is good.", "ro": "Este bine."}},
+     "translate English to Romanian: That is good.", "Este bine."),
+    ("wmt16_ro_en", "translation", "wmt16_ro_en",
+     {"translation": {"en": "That is good.", "ro": "Este bine."}},
+     "translate Romanian to English: Este bine.", "That is good."),
+    ("squad", "qa", "squad",  # preprocessors.squad: "question: <q> context: <c>", target answers[0]
+     {"id": "5", "title": "T", "question": "Where did Jebe die?",
+      "context": "Jebe died on the road back to Samarkand.",
+      "answers": {"text": ["on the road back to Samarkand", "Samarkand"], "answer_start": [10, 30]}},
+     "question: Where did Jebe die? context: Jebe died on the road back to Samarkand.",
+     "on the road back to Samarkand"),
+)
+
+EVERY_SUPERGLUE_TASK = [(name, name) for name in SUPERGLUE_TASKS]
+
+
+class SuperGlueTableTest(parameterized.TestCase):
+
+    def test_superglue_has_every_task(self):
+        self.assertEqual(set(SUPERGLUE_TASKS), {"boolq", "cb", "copa", "multirc", "record", "rte",
+                                                "wic", "wsc", "axb", "axg"})
+        self.assertEqual(set(SUPERGLUE_TASKS), set(SUPERGLUE_GOLDEN))
+
+    @parameterized.named_parameters(*EVERY_SUPERGLUE_TASK)
+    def test_golden_format(self, name):
+        spec = constants.get_task("superglue", name)
+        example, inputs, targets = SUPERGLUE_GOLDEN[name]
+        self.assertEqual(constants.format_source(spec, example), inputs)
+        self.assertEqual(constants.format_target(spec, example), targets)
+
+    @parameterized.named_parameters(*EVERY_SUPERGLUE_TASK)
+    def test_label_words_and_metrics(self, name):
+        spec = constants.get_task("superglue", name)
+        self.assertEqual(spec.label_words, SUPERGLUE_LABEL_WORDS[name])
+        self.assertEqual(spec.metrics, SUPERGLUE_METRIC_NAMES[name])
+        self.assertEqual((spec.hub_path, spec.hub_config),
+                         ("aps/super_glue", "wsc.fixed" if name == "wsc" else name))
+        for split in spec.splits:
+            self.assertTrue(spec.local_path(split).endswith(".jsonl"))
+        for split in spec.test_splits:
+            self.assertTrue(spec.submission_file(split).endswith(".jsonl"))
+
+    @parameterized.named_parameters(*EVERY_SUPERGLUE_TASK)
+    def test_label_words_round_trip(self, name):
+        spec = constants.get_task("superglue", name)
+        if spec.label_words is None:
+            self.skipTest("free text")
+        for index, word in enumerate(spec.label_words):
+            target = constants.format_target(spec, {"label": index})
+            self.assertEqual(target, word)
+            self.assertEqual(constants.postprocess(spec, f" {target}\n"), index)
+            ids = TOKENIZER(target)["input_ids"]
+            self.assertEqual(TOKENIZER.decode(ids, skip_special_tokens=True), target)
+        self.assertEqual(constants.label_candidates(spec), list(spec.label_words))
+        for bad in ("", "true", "maybe", f"{spec.label_words[0]} {spec.label_words[0]}"):
+            self.assertEqual(constants.postprocess(spec, bad), INVALID, msg=repr(bad))
+
+    def test_record_is_free_text_with_every_answer(self):
+        spec = constants.get_task("superglue", "record")
+        example = SUPERGLUE_GOLDEN["record"][0]
+        self.assertEqual(constants.references_of(spec, example), ["penguin", "pigeon"])
+        self.assertEqual(constants.postprocess(spec, " pigeon "), " pigeon ")  # scored after SQuAD normalisation
+        self.assertIsNone(constants.target_candidates(spec))
+        with self.assertRaisesRegex(ValueError, "no gold answer"):
+            constants.format_target(spec, dict(example, answers=[]))
+
+    def test_multirc_groups_by_question(self):
+        spec = constants.get_task("superglue", "multirc")
+        example = dict(SUPERGLUE_GOLDEN["multirc"][0], idx={"paragraph": 3, "question": 17, "answer": 40})
+        self.assertEqual(constants.group_of(spec, example), "17")
+
+    def test_wsc_marks_span2_after_span1(self):
+        # span1 before span2: marking span1 adds two words, so span2's index moves by 2.
+        spec = constants.get_task("superglue", "wsc")
+        example = {"text": "Mark told Pete he was late .", "span1_text": "Pete", "span1_index": 2,
+                   "span2_text": "he", "span2_index": 3, "label": 1, "idx": 0}
+        self.assertEqual(constants.format_source(spec, example), "wsc text: Mark told * Pete * # he # was late .")
+        # The span text must start the word at its index; elsewhere nothing is marked.
+        example.update(span2_text="she")
+        self.assertEqual(constants.format_source(spec, example), "wsc text: Mark told * Pete * he was late .")
+
+    @parameterized.named_parameters(*[(t[0], *t[1:]) for t in TEXT_GOLDEN])
+    def test_text_golden_format(self, benchmark, name, example, inputs, targets):
+        spec = constants.get_task(benchmark, name)
+        self.assertEqual(constants.format_source(spec, example), inputs)
+        self.assertEqual(constants.format_target(spec, example), targets)
+        self.assertIsNone(spec.label_words)
+        self.assertEqual(constants.postprocess(spec, targets), targets)  # free text is kept as generated
+        self.assertIsNone(constants.max_target_length(spec, TOKENIZER))
+
+    def test_squad_references_are_every_gold_answer(self):
+        spec = constants.get_task("qa", "squad")
+        example = TEXT_GOLDEN[-1][3]
+        self.assertEqual(constants.references_of(spec, example),
+                         ["on the road back to Samarkand", "Samarkand"])
+        self.assertEqual(spec.metrics, ("squad_em", "squad_f1"))
+
+    @parameterized.named_parameters(
+        ("custom", "custom", ("accuracy",)),
+        ("summarization", "summarization", ("rouge1", "rouge2", "rougeL", "rougeLsum")),
+        ("translation", "translation", ("bleu", "chrf")),
+        ("qa", "qa", ("squad_em", "squad_f1")))
+    def test_custom_metric_sets(self, name, expected):
+        spec = constants.custom_task("summarize:", name)
+        self.assertEqual((spec.benchmark, spec.name, spec.metrics), ("custom", name, expected))
+        self.assertEqual(constants.format_source(spec, {"source": "x", "target": "y"}), "summarize: x")
+        self.assertEqual(constants.get_task("custom", name).prefix, "")  # the table's record is unchanged
+
+    def test_dotted_column_missing_part_names_it(self):
+        spec = constants.get_task("translation", "wmt16_en_ro")
+        with self.assertRaisesRegex(ValueError, r"no column 'translation\.en'; it has \['de'\]"):
+            constants.format_source(spec, {"translation": {"de": "x"}})
+
+    @parameterized.named_parameters(
+        ("text_metric_on_labels", "glue", "sst2", dict(metrics=("rouge1",), metric_to_optimize="rouge1"),
+         "free-text"),
+        ("group_metric_without_group", "glue", "sst2",
+         dict(metrics=("group_em",), metric_to_optimize="group_em"), "needs group_by"),
+        ("group_by_not_in_idx", "superglue", "multirc", dict(group_by="nope"), "group_by"),
+        ("unknown_transform", "superglue", "wsc", dict(example_transform="nope"), "example_transform"),
+        ("unknown_flatten", "superglue", "record", dict(local_flatten="nope"), "local_flatten"),
+        ("bad_substitution", "superglue", "multirc", dict(input_substitutions=(("(", ""),)), "compile"),
+        ("list_column_not_input", "superglue", "record", dict(list_input_columns=("nope",)),
+         "list_input_columns"),
+        ("submission_labels_count", "superglue", "cb", dict(submission_labels=("a", "b")),
+         "submission_labels"),
+        ("local_label_values_count", "superglue", "boolq", dict(local_label_values=("x",)),
+         "local_label_values"),
+        ("multiple_answers_with_labels", "superglue", "rte", dict(multiple_answers=True), "free-text"),
+        ("each_answer_without_list", "summarization", "xsum", dict(train_on_each_answer=True),
+         "multiple_answers"),
+        ("unknown_submission_format", "superglue", "rte", dict(submission_format="csv"),
+         "submission_format"),
+        ("empty_path_part", "translation", "wmt16_en_ro", dict(input_fields=(("", "translation."),)),
+         "empty part"),
+    )
+    def test_invalid_new_fields_raise(self, benchmark, name, changes, message):
+        with self.assertRaisesRegex(ValueError, message):
+            dataclasses.replace(constants.get_task(benchmark, name), **changes)
+
+
 if __name__ == "__main__":
     absltest.main()
