@@ -4,9 +4,11 @@ predictions, compared with scikit-learn / scipy called directly."""
 import math
 
 import numpy as np
+import sacrebleu
 import scipy.stats
 import sklearn.metrics
 from absl.testing import absltest, parameterized
+from rouge_score import rouge_scorer
 
 import constants
 import metrics
@@ -199,6 +201,143 @@ class ComputeTaskMetricsTest(parameterized.TestCase):
             self.assertAlmostEqual(results[metric], 100.0, msg=metric)
         self.assertEqual(results["invalid_rate"], 0.0)
         self.assertTrue(all(np.isfinite(v) for v in results.values()))
+
+
+
+class TextMetricTest(parameterized.TestCase):
+    """ROUGE against rouge-score, BLEU/chrF against sacrebleu, SQuAD EM/F1 on hand-checkable strings."""
+
+    def test_squad_normalisation(self):
+        self.assertEqual(metrics.normalize_answer("The  Eiffel-Tower!"), "eiffeltower")
+        self.assertEqual(metrics.normalize_answer("An apple, a pear and THE plum."), "apple pear and plum")
+
+    def test_squad_em_takes_the_best_gold_answer(self):
+        # "Dog." normalises to "dog", which equals the second gold answer "a dog".
+        self.assertEqual(metrics.squad_em([["the cat", "a dog"]], ["Dog."]), 100.0)
+        self.assertEqual(metrics.squad_em([["the cat", "a dog"], ["Paris"]], ["dog", "in Paris"]), 50.0)
+
+    def test_squad_f1_hand_values(self):
+        # "the red car" -> [red, car]; gold [big, red, car]: precision 2/2, recall 2/3 -> F1 0.8.
+        self.assertAlmostEqual(metrics.squad_f1([["big red car"]], ["the red car"]), 80.0)
+        # Max over golds: vs "red car" F1 1.0.
+        self.assertAlmostEqual(metrics.squad_f1([["big red car", "red car"]], ["the red car"]), 100.0)
+        # Repeated tokens count once per occurrence: pred [a, a, b] vs gold [a, b]: overlap 2,
+        # precision 2/3, recall 1 -> 0.8 (articles are removed only as words "a"/"an"/"the").
+        self.assertAlmostEqual(metrics.squad_f1([["x y"]], ["x x y"]), 80.0)
+        self.assertEqual(metrics.squad_f1([["yes"]], ["no"]), 0.0)
+
+    def test_rouge_matches_rouge_score_with_stemming(self):
+        references = [["the cats are running home"], ["a storm hit the coast", "storm hits coast"]]
+        predictions = ["a cat runs home", "storm hit coast"]
+        scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+        for kind in ("rouge1", "rouge2", "rougeL"):
+            expected = np.mean([scorer.score_multi(golds, pred)[kind].fmeasure
+                                for golds, pred in zip(references, predictions)])
+            self.assertAlmostEqual(metrics.METRICS[kind](references, predictions), 100 * expected, msg=kind)
+        # Hand check of rouge1 on the first pair: stemmed [the, cat, are, run, home] vs
+        # [a, cat, run, home]: overlap 3, precision 3/4, recall 3/5 -> F 2/3 (1/4.5 unstemmed).
+        self.assertAlmostEqual(metrics.METRICS["rouge1"]([references[0]], predictions[:1]), 200 / 3)
+
+    def test_rouge_lsum_scores_sentence_by_sentence(self):
+        gold, prediction = "It rained. We left early.", "We left early. It rained."
+        # Whole-text LCS misses the swapped sentences; per-sentence union LCS does not.
+        self.assertLess(metrics.METRICS["rougeL"]([[gold]], [prediction]), 100.0)
+        self.assertAlmostEqual(metrics.METRICS["rougeLsum"]([[gold]], [prediction]), 100.0)
+        scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+        expected = scorer.score(metrics.split_sentences(gold), metrics.split_sentences(prediction))
+        self.assertAlmostEqual(metrics.METRICS["rougeLsum"]([[gold]], [prediction]),
+                               100 * expected["rougeLsum"].fmeasure)
+
+    def test_split_sentences(self):
+        self.assertEqual(metrics.split_sentences("Storm hits.\nNo one hurt.\n"), "Storm hits.\nNo one hurt.")
+        if not metrics._punkt_available():  # the documented fallback
+            self.assertEqual(metrics.split_sentences("It rained. We left!  Why? ok"),
+                             "It rained.\nWe left!\nWhy?\nok")
+
+    def test_bleu_and_chrf_match_sacrebleu(self):
+        predictions = ["the cat sat on the mat", "there is a dog in the garden"]
+        references = [["the cat sat on a mat"], ["a dog is in the garden"]]
+        streams = [[golds[0] for golds in references]]
+        self.assertAlmostEqual(metrics.bleu(references, predictions),
+                               sacrebleu.corpus_bleu(predictions, streams).score)
+        self.assertAlmostEqual(metrics.chrf(references, predictions),
+                               sacrebleu.corpus_chrf(predictions, streams).score)
+        self.assertAlmostEqual(metrics.bleu([["a b c d"]], ["a b c d"]), 100.0)
+
+    def test_ragged_references_repeat_their_first_text(self):
+        predictions = ["the cat sat on the mat", "a dog"]
+        references = [["the cat sat on a mat", "a cat sat on the mat"], ["a dog"]]
+        streams = [["the cat sat on a mat", "a dog"], ["a cat sat on the mat", "a dog"]]
+        self.assertAlmostEqual(metrics.bleu(references, predictions),
+                               sacrebleu.corpus_bleu(predictions, streams).score)
+
+    @parameterized.named_parameters(*[(name, name) for name in sorted(metrics.TEXT_METRICS)])
+    def test_text_metric_needs_reference_lists(self, name):
+        with self.assertRaisesRegex(ValueError, "non-empty list"):
+            metrics.METRICS[name](["a string, not a list"], ["a"])
+        with self.assertRaisesRegex(ValueError, "non-empty list"):
+            metrics.METRICS[name]([[]], ["a"])
+
+
+class SuperGlueMetricTest(absltest.TestCase):
+
+    def test_multirc_f1a_and_question_em(self):
+        spec = constants.get_task("superglue", "multirc")
+        # Question q1 has three options, q2 two; q1 is all right, q2 has one wrong (invalid) answer.
+        gold = ["True", "False", "True", "True", "False"]
+        predicted = ["True", "False", "True", "maybe", "False"]
+        groups = ["1", "1", "1", "2", "2"]
+        results = constants.compute_task_metrics(spec, predicted, gold, groups=groups)
+        # F1a over all answer options: invalid -> opposite of gold (False): TP 2, FN 1, FP 0 -> 0.8.
+        self.assertAlmostEqual(results["f1a"], 80.0)
+        self.assertAlmostEqual(results["f1a"], 100 * sklearn.metrics.f1_score([1, 0, 1, 1, 0], [1, 0, 1, 0, 0]))
+        self.assertAlmostEqual(results["group_em"], 50.0)
+        self.assertAlmostEqual(results["invalid_rate"], 20.0)
+
+    def test_group_em_needs_groups(self):
+        spec = constants.get_task("superglue", "multirc")
+        with self.assertRaisesRegex(ValueError, "needs groups"):
+            constants.compute_task_metrics(spec, ["True"], ["True"])
+        self.assertAlmostEqual(metrics.group_em([1, 0, 1, 1], [1, 0, 0, 1], ["a", "a", "b", "b"]), 50.0)
+
+    def test_record_takes_the_best_of_several_answers(self):
+        spec = constants.get_task("superglue", "record")
+        references = [["Barack Obama", "Obama"], ["Paris"], ["New York City"]]
+        predicted = ["obama", "London", "New York"]
+        results = constants.compute_task_metrics(spec, predicted, [r[0] for r in references],
+                                                 references=references)
+        # EM: 1 + 0 + 0; F1: 1 + 0 + (P 1, R 2/3 -> 0.8).
+        self.assertAlmostEqual(results["squad_em"], 100 / 3)
+        self.assertAlmostEqual(results["squad_f1"], 100 * 1.8 / 3)
+        self.assertEqual(results["invalid_rate"], 0.0)
+
+    def test_cb_macro_f1_and_accuracy(self):
+        spec = constants.get_task("superglue", "cb")
+        gold = ["entailment", "contradiction", "neutral", "neutral"]
+        predicted = ["entailment", "contradiction", "entailment", "neutral"]
+        results = constants.compute_task_metrics(spec, predicted, gold)
+        self.assertAlmostEqual(results["accuracy"], 75.0)
+        self.assertAlmostEqual(results["macro_f1"], 100 * sklearn.metrics.f1_score(
+            [0, 1, 2, 2], [0, 1, 0, 2], average="macro"))
+
+    def test_summarization_and_translation_records(self):
+        summary = constants.get_task("summarization", "xsum")
+        results = constants.compute_task_metrics(summary, ["a cat runs home"], ["the cats are running home"])
+        self.assertEqual(set(results), {"rouge1", "rouge2", "rougeL", "rougeLsum", "invalid_rate"})
+        self.assertAlmostEqual(results["rouge1"], 200 / 3)
+        translation = constants.get_task("translation", "wmt16_en_ro")
+        results = constants.compute_task_metrics(translation, ["Este foarte bine azi ."], ["Este foarte bine azi ."])
+        self.assertEqual(results, {"bleu": 100.0, "chrf": 100.0, "invalid_rate": 0.0})
+
+    def test_perfect_superglue_predictions_score_100(self):
+        for name, spec in constants.DATASET_VALS["superglue"].items():
+            if not spec.metrics:
+                continue
+            texts = constants.target_candidates(spec) or ["penguin", "pigeon"]
+            groups = [str(i) for i in range(len(texts))]
+            results = constants.compute_task_metrics(spec, texts, texts, groups=groups)
+            for metric in spec.metrics:
+                self.assertAlmostEqual(results[metric], 100.0, msg=f"{name} {metric}")
 
 
 if __name__ == "__main__":
