@@ -42,7 +42,9 @@ from t5kit.finetune_data import (
     to_text,
     tokenize,
 )
-from t5kit.modeling import format_parameter_summary, load_model
+from t5kit import parameter_efficient
+from t5kit.modeling import format_parameter_summary
+from t5kit.parameter_efficient import ParameterEfficientArguments
 from t5kit.tokenizer import resolve_tokenizer
 from t5kit.training import (
     T5Trainer,
@@ -165,14 +167,16 @@ class FineTuneTrainer(T5Trainer):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
         inputs = self._prepare_inputs(inputs)
         unwrapped = self.accelerator.unwrap_model(model)
-        mask = inputs["attention_mask"]
         with torch.no_grad(), self.compute_loss_context_manager():
             # The encoder runs once per batch: the eval loss and every candidate's score share its output.
-            encoded = unwrapped.get_encoder()(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+            # (A soft prompt is prepended there and the mask extended; `seq2seq` is the T5 under a peft wrapper.)
+            seq2seq, encoded, mask = parameter_efficient.encoder_states(
+                unwrapped, inputs["input_ids"], inputs["attention_mask"]
+            )
             loss = None
             if "labels" in inputs:
-                loss = unwrapped(encoder_outputs=(encoded,), attention_mask=mask, labels=inputs["labels"]).loss
-            choice = self.rank_candidates(unwrapped, encoded, mask)
+                loss = seq2seq(encoder_outputs=(encoded,), attention_mask=mask, labels=inputs["labels"]).loss
+            choice = self.rank_candidates(seq2seq, encoded, mask)
         return (loss.detach() if loss is not None else None), choice[:, None], inputs.get("labels")
 
     def rank_candidates(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -272,7 +276,10 @@ def plot_eval_metric(log_history: list[dict], key: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args = parse_args((ModelArguments, FineTuneDataArguments, FineTuneArguments), argv)
+    model_args, data_args, train_args, pe_args = parse_args(
+        (ModelArguments, FineTuneDataArguments, FineTuneArguments, ParameterEfficientArguments), argv
+    )
+    parameter_efficient.validate(pe_args, model_args, train_args)
     spec = resolve_task(data_args)
     if train_args.eval_mode == "rank":
         rank_candidates_of(spec)
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
                 yield from text["target"]
 
     tokenizer = resolve_tokenizer(model_args, train_args, texts, needs_sentinels=False)
-    model = load_model(model_args, tokenizer, default_dropout=None)
+    model = parameter_efficient.build_model(model_args, tokenizer, pe_args, train_args)  # + freeze/prompt/LoRA
     with train_args.main_process_first(desc="tokenizing"):
         train, validation, test, target_len, truncation = prepare_text_splits(spec, splits, tokenizer, data_args)
     logger.info(
@@ -306,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.generation_config.num_beams = train_args.num_beams
     if is_main_process():
         logger.info("model:\n%s", format_parameter_summary(model))
+        print(f"{parameter_efficient.method_of(model, pe_args)}: {parameter_efficient.describe(model)}")
 
     primary = next(iter(validation.values()), None)
     callbacks = []
@@ -328,7 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_mode": train_args.eval_mode,
         "sources_truncated": truncation.sources_truncated,
         "targets_truncated": truncation.targets_truncated,
+        "parameter_efficient": parameter_efficient.method_of(model, pe_args),
     }
+    extra["trainable_parameters"], extra["total_parameters"] = parameter_efficient.parameter_counts(model)
     out = Path(train_args.output_dir)
     # Each validation split is evaluated below (with its predictions file), so train_and_save does no final eval.
     results = train_and_save(trainer, tokenizer, resume, extra_results=extra, final_eval=False)
@@ -358,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n{table}")
         if spec.metric_to_optimize:
             plot_eval_metric(trainer.state.log_history, f"eval_{spec.metric_to_optimize}", out / "metrics.png")
+        if pe_args.merge_lora:  # last: merges the adapter into the model in place
+            merged = parameter_efficient.save_merged(trainer.accelerator.unwrap_model(trainer.model), out, tokenizer)
+            print(f"merged LoRA model: {merged.resolve()}")
         print(f"\nrun folder: {out.resolve()}")
     return results
 

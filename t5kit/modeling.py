@@ -71,11 +71,19 @@ def build_config(name_or_path: str, tokenizer: PreTrainedTokenizerBase, dropout_
         raise UsageError(f"--model_config {name_or_path}: invalid T5 config ({err})") from None
 
 
-def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, default_dropout: float | None):
-    """Builds or loads the model. `default_dropout` is used when --dropout_rate is unset (None keeps a checkpoint's)."""
+def load_model(
+    model_args: ModelArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    default_dropout: float | None,
+    device_map: str | None = None,
+):
+    """Builds or loads the model. `default_dropout` is used when --dropout_rate is unset (None keeps a checkpoint's).
+    `device_map` (checkpoints only) places the layers across devices at load time (accelerate big-model loading)."""
     dropout = model_args.dropout_rate if model_args.dropout_rate is not None else default_dropout
     if model_args.model_name_or_path:
         overrides = {} if dropout is None else {"dropout_rate": dropout}
+        if device_map is not None:
+            overrides["device_map"] = device_map
         try:
             model = T5ForConditionalGeneration.from_pretrained(
                 model_args.model_name_or_path, attn_implementation=model_args.attn_implementation, **overrides
@@ -99,7 +107,11 @@ def load_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, d
 def parameter_summary(model) -> list[tuple[str, int, int]]:
     """(module, total, trainable) parameter counts per top-level module, plus a total row."""
     rows = []
-    for name, module in model.named_children():
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft wrapper: its T5 first
+    children = list(base.named_children())
+    if base is not model:  # then the wrapper's own modules (a soft prompt), without the T5 weights it refers to
+        children += [(name, m) for name, m in model.named_children() if name not in ("base_model", "word_embeddings")]
+    for name, module in children:
         params = list(module.parameters())
         rows.append((name, sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
     # lm_head/shared may be tied: count unique parameters for the total.
