@@ -549,7 +549,8 @@ register(TaskSpec(
 # Formats: T5 glue_utils.get_glue_text_preprocessor -> preprocessors.glue (feature
 # names sorted, unless given for multirc and wic), preprocessors.wsc, preprocessors.record;
 # label words are the tfds super_glue label_classes. Leaderboard files follow the
-# SuperGLUE submission format (jiant): <Task>.jsonl lines {"idx": ..., "label": ...}.
+# SuperGLUE submission format as jiant (nyu-mll/jiant v1, jiant/evaluate.py, strict format)
+# writes it: <Task>.jsonl lines {"idx": ..., "label": ...}.
 
 SUPERGLUE_HUB_PATH = "aps/super_glue"
 _SUPERGLUE_FILES = (("train", "train"), ("validation", "val"), ("test", "test"))
@@ -672,8 +673,9 @@ register(TaskSpec(
                    ("span2_index", "target.span2_index"), ("span1_text", "target.span1_text"),
                    ("span2_text", "target.span2_text"), ("label", "label")),
     local_label_values=_FILE_FALSE_TRUE,
+    # jiant's _write_winograd_preds writes "False"/"True" (BoolQ and WiC: "false"/"true").
     submission_files=(("test", "WSC.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_FILE_FALSE_TRUE,
+    submission_labels=_FALSE_TRUE,
 ))
 register(TaskSpec(
     # The diagnostics are scored with an RTE model, so they read like RTE: glue_utils

@@ -2,6 +2,7 @@
 files written to a temp dir, custom user data, leaderboard files."""
 
 import collections
+import json
 import os
 import pathlib
 import tempfile
@@ -309,6 +310,254 @@ class SubmissionTest(parameterized.TestCase):
     def test_bad_fallback_raises(self):
         with self.assertRaisesRegex(ValueError, "invalid_fallback 3"):
             task_data.write_glue_submission(task("sst2"), [1], "unused.tsv", invalid_fallback=3)
+
+
+
+# --------------------------------------------------------------------------
+# SuperGLUE
+
+SUPERGLUE_DIR = GLUE_DIR.parent / "superglue"
+
+# (task, split, rows, label counts by class index, first text column, first text), from SOURCES.md.
+REAL_SUPERGLUE = (
+    ("rte_train", "rte", "train", 2490, {0: 1249, 1: 1241},
+     "premise", "No Weapons of Mass Destruction Found in Iraq Yet."),
+    ("rte_val", "rte", "validation", 277, {0: 146, 1: 131},
+     "hypothesis", "Christopher Reeve had an accident."),
+    ("cb_train", "cb", "train", 250, {1: 119, 0: 115, 2: 16},
+     "hypothesis", "the language was peeled down"),
+    ("cb_val", "cb", "validation", 56, {1: 28, 0: 23, 2: 5}, "hypothesis", "Valence was helping"),
+    ("boolq_val", "boolq", "validation", 3270, {1: 2033, 0: 1237},
+     "question", "does ethanol take more energy make that produces"),
+    ("copa_val", "copa", "validation", 100, {0: 55, 1: 45}, "premise", "The man turned on the faucet."),
+    ("wic_val", "wic", "validation", 638, {0: 319, 1: 319}, "word", "class"),
+)
+
+
+def superglue(name):
+    return constants.get_task("superglue", name)
+
+
+def write_jsonl(root, relative, records):
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return root
+
+
+class RealSuperGlueTest(parameterized.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        if not SUPERGLUE_DIR.is_dir():
+            self.skipTest(f"no shared data at {SUPERGLUE_DIR}")
+
+    @parameterized.named_parameters(*REAL_SUPERGLUE)
+    def test_real_split(self, name, split, rows, label_counts, column, first_text):
+        dataset, report = task_data.load_glue_split(superglue(name), split, str(SUPERGLUE_DIR))
+        self.assertLen(dataset, rows)
+        self.assertEqual(report.rows, rows)
+        self.assertEqual(dict(collections.Counter(dataset["label"])), label_counts)
+        self.assertEqual(dataset[0][column], first_text)
+        self.assertEqual(dataset["idx"][:3], [0, 1, 2])
+        self.assertEqual(report.num_empty, 0)
+        # Every row formats, and its target is a label word.
+        spec = superglue(name)
+        for row in dataset.select(range(5)):
+            self.assertTrue(constants.format_source(spec, row).startswith(f"{spec.prefix} "))
+            self.assertIn(constants.format_target(spec, row), spec.label_words)
+
+    def test_boolq_schema_matches_hub(self):
+        dataset, _ = task_data.load_glue_split(superglue("boolq"), "validation", str(SUPERGLUE_DIR))
+        # aps/super_glue boolq: question, passage, idx, label ClassLabel(False, True).
+        self.assertEqual(dataset.features["label"], datasets.ClassLabel(names=["False", "True"]))
+        self.assertEqual(dataset.features["idx"], datasets.Value("int32"))
+        self.assertEqual(set(dataset.column_names), {"question", "passage", "idx", "label"})
+
+    def test_missing_train_file_names_the_layout(self):
+        with self.assertRaisesRegex(ValueError, r"COPA/train\.jsonl: file not found; expected the SuperGLUE "
+                                                r"download layout.*--data_dir"):
+            task_data.load_glue_split(superglue("copa"), "train", str(SUPERGLUE_DIR))
+
+
+# Hand-written MultiRC and ReCoRD lines in the SuperGLUE download's nesting.
+MULTIRC_LINES = [
+    {"idx": 0, "version": 1.1, "passage": {
+        "text": "<b>Sent 1: </b>Tom ran home.<br><b>Sent 2: </b>He ate soup.<br>",
+        "questions": [
+            {"question": "Who ate?", "idx": 0, "answers": [
+                {"text": "Tom", "idx": 0, "label": 1}, {"text": "Ann", "idx": 1, "label": 0}]},
+            {"question": "What did he eat?", "idx": 1, "answers": [
+                {"text": "soup", "idx": 2, "label": 1}]}]}},
+    {"idx": 1, "version": 1.1, "passage": {
+        "text": "Ann sang.", "questions": [
+            {"question": "Who sang?", "idx": 2, "answers": [
+                {"text": "Ann", "idx": 3, "label": 1}, {"text": "Tom", "idx": 4, "label": 0}]}]}},
+]
+
+RECORD_TEXT = "Obama met Merkel in Berlin.\n@highlight\nThe talks went well"
+RECORD_LINES = [
+    {"idx": 0, "source": "cnn", "passage": {
+        "text": RECORD_TEXT,
+        # text[start:end + 1]: "Obama", "Merkel", "Berlin", "Obama" again (deduplicated).
+        "entities": [{"start": 0, "end": 4}, {"start": 10, "end": 15}, {"start": 20, "end": 25},
+                     {"start": 0, "end": 4}]},
+     "qas": [
+         {"query": "@placeholder hosted the talks.", "idx": 7,
+          "answers": [{"start": 10, "end": 15, "text": "Merkel"}, {"start": 10, "end": 15, "text": "Merkel"}]},
+         {"query": "The talks were in @placeholder.", "idx": 8,
+          "answers": [{"start": 20, "end": 25, "text": "Berlin"}]}]},
+]
+
+
+class SuperGlueFlatteningTest(parameterized.TestCase):
+
+    def test_multirc_is_one_row_per_answer_option(self):
+        data_dir = write_jsonl(make_tempdir(self), "MultiRC/val.jsonl", MULTIRC_LINES)
+        dataset, report = task_data.load_glue_split(superglue("multirc"), "validation", data_dir)
+        self.assertEqual(report.rows, 5)
+        self.assertEqual(dataset["answer"], ["Tom", "Ann", "soup", "Ann", "Tom"])
+        self.assertEqual(dataset["label"], [1, 0, 1, 1, 0])
+        self.assertEqual(dataset["question"][:3], ["Who ate?", "Who ate?", "What did he eat?"])
+        self.assertEqual(dataset[2]["idx"], {"paragraph": 0, "question": 1, "answer": 2})
+        self.assertEqual(dataset[4]["idx"], {"paragraph": 1, "question": 2, "answer": 4})
+        spec = superglue("multirc")
+        self.assertEqual([constants.group_of(spec, row) for row in dataset], ["0", "0", "1", "2", "2"])
+        self.assertEqual(constants.format_source(spec, dataset[0]),
+                         "multirc question: Who ate? answer: Tom paragraph: Sent 1: Tom ran home. "
+                         "Sent 2: He ate soup. ")
+        self.assertEqual(constants.format_target(spec, dataset[1]), "False")
+
+    def test_multirc_test_file_is_unlabeled(self):
+        lines = json.loads(json.dumps(MULTIRC_LINES))
+        for paragraph in lines:
+            for question in paragraph["passage"]["questions"]:
+                for answer in question["answers"]:
+                    del answer["label"]
+        data_dir = write_jsonl(make_tempdir(self), "MultiRC/test.jsonl", lines)
+        dataset, _ = task_data.load_glue_split(superglue("multirc"), "test", data_dir)
+        self.assertEqual(dataset["label"], [constants.UNLABELED] * 5)
+
+    def test_record_is_one_row_per_query_with_every_answer(self):
+        data_dir = write_jsonl(make_tempdir(self), "ReCoRD/val.jsonl", RECORD_LINES)
+        dataset, _ = task_data.load_glue_split(superglue("record"), "validation", data_dir)
+        self.assertLen(dataset, 2)
+        self.assertEqual(dataset[0]["entities"], ["Berlin", "Merkel", "Obama"])  # distinct, sorted
+        self.assertEqual(dataset["answers"], [["Merkel"], ["Berlin"]])
+        self.assertEqual(dataset["idx"], [{"passage": 0, "query": 7}, {"passage": 0, "query": 8}])
+        spec = superglue("record")
+        self.assertEqual(constants.format_source(spec, dataset[1]),
+                         "record query: The talks were in @placeholder. entities: Berlin, Merkel, Obama "
+                         "passage: Obama met Merkel in Berlin. The talks went well")
+        self.assertEqual(constants.references_of(spec, dataset[0]), ["Merkel"])
+
+    def test_record_test_file_has_no_answers(self):
+        lines = json.loads(json.dumps(RECORD_LINES))
+        for qa in lines[0]["qas"]:
+            del qa["answers"]
+        data_dir = write_jsonl(make_tempdir(self), "ReCoRD/test.jsonl", lines)
+        dataset, _ = task_data.load_glue_split(superglue("record"), "test", data_dir)
+        self.assertEqual(dataset["answers"], [[], []])
+
+    def test_wsc_spans_nested_under_target(self):
+        line = {"text": "Mark told Pete he was late .", "idx": 0, "label": True,
+                "target": {"span1_index": 2, "span1_text": "Pete", "span2_index": 3, "span2_text": "he"}}
+        data_dir = write_jsonl(make_tempdir(self), "WSC/val.jsonl", [line])
+        dataset, _ = task_data.load_glue_split(superglue("wsc"), "validation", data_dir)
+        self.assertEqual(dataset[0]["label"], 1)  # JSON true -> "True"
+        self.assertEqual(constants.format_source(superglue("wsc"), dataset[0]),
+                         "wsc text: Mark told * Pete * # he # was late .")
+
+    def test_axb_reads_sentence1_as_premise(self):
+        line = {"sentence1": "The cat sat.", "sentence2": "The cat did not sit.", "idx": 0,
+                "label": "not_entailment", "logic": "Negation"}
+        data_dir = write_jsonl(make_tempdir(self), "AX-b/AX-b.jsonl", [line])
+        dataset, _ = task_data.load_glue_split(superglue("axb"), "test", data_dir)
+        self.assertEqual(constants.format_source(superglue("axb"), dataset[0]),
+                         "rte hypothesis: The cat did not sit. premise: The cat sat.")
+
+    @parameterized.named_parameters(
+        ("bad_label", "CB/val.jsonl", "cb", '{"premise": "a", "hypothesis": "b", "label": "maybe", "idx": 0}',
+         r"CB/val\.jsonl line 1: label 'maybe' is not in the cb label set"),
+        ("bad_json", "CB/val.jsonl", "cb", '{"premise": "a",', r"CB/val\.jsonl line 1: invalid JSON"),
+        ("missing_field", "RTE/val.jsonl", "rte", '{"premise": "a", "label": "entailment", "idx": 0}',
+         r"RTE/val\.jsonl line 1: line 1: no column 'hypothesis'"),
+        ("number_text", "RTE/val.jsonl", "rte",
+         '{"premise": "a", "hypothesis": 3, "label": "entailment", "idx": 0}', r"field 'hypothesis' holds int"),
+    )
+    def test_error(self, relative, name, line, message):
+        data_dir = write_jsonl(make_tempdir(self), relative, [line])
+        with self.assertRaisesRegex(ValueError, message) as caught:
+            task_data.load_glue_split(superglue(name), "validation", data_dir)
+        self.assertIn("--data_dir", str(caught.exception))
+
+    def test_text_tasks_have_no_local_layout(self):
+        with self.assertRaisesRegex(ValueError, "no local file layout"):
+            task_data.load_glue_split(constants.get_task("summarization", "xsum"), "validation", "unused")
+
+    def test_flatteners_match_the_table(self):
+        self.assertEqual(set(task_data.FLATTENERS), constants.LOCAL_FLATTENERS)
+
+
+class SuperGlueSubmissionTest(parameterized.TestCase):
+
+    def read(self, path):
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+
+    @parameterized.named_parameters(
+        # Leaderboard label values (SuperGLUE submission format, as jiant v1 jiant/evaluate.py writes it).
+        ("boolq", "boolq", [1, 0, -1], ["true", "false", "false"], 1),
+        ("cb", "cb", [0, 1, 2], ["entailment", "contradiction", "neutral"], 0),
+        ("copa", "copa", [1, 0, 7], [1, 0, 0], 1),
+        ("rte", "rte", [1, 0, 0], ["not_entailment", "entailment", "entailment"], 0),
+        ("wic", "wic", [0, 1, 1], ["false", "true", "true"], 0),
+        ("wsc", "wsc", [1, 1, 0], ["True", "True", "False"], 0),  # jiant _write_winograd_preds
+        ("axb", "axb", [0, -1, 1], ["entailment", "entailment", "not_entailment"], 1),
+        ("axg", "axg", [1, 1, 1], ["not_entailment"] * 3, 0),
+    )
+    def test_flat_files(self, name, predictions, labels, replaced):
+        spec = superglue(name)
+        folder = make_tempdir(self)
+        path, n = task_data.write_submission(spec, "test", [10, 11, 12], predictions, folder)
+        self.assertEqual(os.path.basename(path), {"boolq": "BoolQ", "cb": "CB", "copa": "COPA", "rte": "RTE",
+                                                  "wic": "WiC", "wsc": "WSC", "axb": "AX-b",
+                                                  "axg": "AX-g"}[name] + ".jsonl")
+        self.assertEqual(n, replaced)
+        self.assertEqual(self.read(path), [{"idx": i, "label": label} for i, label in zip([10, 11, 12], labels)])
+
+    def test_record_writes_the_query_idx_and_text(self):
+        folder = make_tempdir(self)
+        idxs = [{"passage": 0, "query": 7}, {"passage": 0, "query": 8}]
+        path, n = task_data.write_submission(superglue("record"), "test", idxs, ["Merkel", " Berlin"], folder)
+        self.assertEqual((os.path.basename(path), n), ("ReCoRD.jsonl", 0))
+        self.assertEqual(self.read(path), [{"idx": 7, "label": "Merkel"}, {"idx": 8, "label": " Berlin"}])
+
+    def test_multirc_nests_questions_and_answers(self):
+        folder = make_tempdir(self)
+        idxs = [{"paragraph": 0, "question": 0, "answer": 0}, {"paragraph": 0, "question": 0, "answer": 1},
+                {"paragraph": 0, "question": 1, "answer": 2}, {"paragraph": 1, "question": 2, "answer": 3}]
+        path, n = task_data.write_submission(superglue("multirc"), "test", idxs, [1, 0, -1, 1], folder)
+        self.assertEqual((os.path.basename(path), n), ("MultiRC.jsonl", 1))
+        self.assertEqual(self.read(path), [
+            {"idx": 0, "passage": {"questions": [
+                {"idx": 0, "answers": [{"idx": 0, "label": 1}, {"idx": 1, "label": 0}]},
+                {"idx": 1, "answers": [{"idx": 2, "label": 0}]}]}},
+            {"idx": 1, "passage": {"questions": [{"idx": 2, "answers": [{"idx": 3, "label": 1}]}]}},
+        ])
+
+    def test_glue_tasks_still_write_tsv(self):
+        folder = make_tempdir(self)
+        path, n = task_data.write_submission(task("rte"), "test", [0, 1], [1, 0], folder)
+        self.assertTrue(path.endswith("RTE.tsv"))
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(f.read(), "index\tprediction\n0\tnot_entailment\n1\tentailment\n")
+
+    def test_length_mismatch_raises(self):
+        with self.assertRaisesRegex(ValueError, "2 predictions but 1 idx"):
+            task_data.write_superglue_submission(superglue("cb"), [0], [0, 1], "unused.jsonl")
 
 
 if __name__ == "__main__":
