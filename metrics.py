@@ -27,7 +27,9 @@ INVALID). With several gold texts the best-scoring one counts:
 
 - ``squad_em`` / ``squad_f1``: SQuAD v1.1 evaluation (answers normalised by
   lower-casing, dropping punctuation and the articles a/an/the, collapsing
-  whitespace; EM and token F1 take the maximum over the gold answers).
+  whitespace; EM and token F1 take the maximum over the gold answers). Token
+  F1 of an answer that normalises to nothing is 1 against another such answer
+  and 0 otherwise (the SQuAD v2.0 rule), so F1 is never below EM.
 - ``rouge1`` / ``rouge2`` / ``rougeL`` / ``rougeLsum``: rouge-score F-measure
   with Porter stemming, best gold text per example (``score_multi``), mean
   over examples (no bootstrap). rougeLsum scores sentence by sentence:
@@ -221,6 +223,10 @@ _PUNCTUATION = frozenset(string.punctuation)
 def _token_f1(gold: str, prediction: str) -> float:
     gold_tokens = normalize_answer(gold).split()
     predicted_tokens = normalize_answer(prediction).split()
+    if not gold_tokens or not predicted_tokens:
+        # An answer that normalises to nothing ("The"): 1 if both are empty, as the SQuAD v2.0
+        # script does (v1.1 says 0 here, which would put F1 below EM).
+        return float(gold_tokens == predicted_tokens)
     common = collections.Counter(gold_tokens) & collections.Counter(predicted_tokens)
     overlap = sum(common.values())
     if overlap == 0:

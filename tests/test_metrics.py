@@ -225,6 +225,10 @@ class TextMetricTest(parameterized.TestCase):
         # precision 2/3, recall 1 -> 0.8 (articles are removed only as words "a"/"an"/"the").
         self.assertAlmostEqual(metrics.squad_f1([["x y"]], ["x x y"]), 80.0)
         self.assertEqual(metrics.squad_f1([["yes"]], ["no"]), 0.0)
+        # Answers that normalise to nothing: F1 1 between two of them (never below EM), else 0.
+        self.assertEqual(metrics.squad_em([["The"]], ["the ."]), 100.0)
+        self.assertEqual(metrics.squad_f1([["The"]], ["the ."]), 100.0)
+        self.assertEqual(metrics.squad_f1([["The"]], ["cat"]), 0.0)
 
     def test_rouge_matches_rouge_score_with_stemming(self):
         references = [["the cats are running home"], ["a storm hit the coast", "storm hits coast"]]
