@@ -163,13 +163,19 @@ def _parse_label(spec: TaskSpec, raw: str, path: str, line: int, flag: str):
     return raw
 
 
-def _read_local_split(spec: TaskSpec, split: str, data_dir: str,
-                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+def _local_file(spec: TaskSpec, split: str, data_dir: str, flag: str, layout: str) -> str:
+    """<data_dir>/<the record's relative path>, or a ValueError naming the expected layout."""
     relative = spec.local_path(split)
     path = os.path.join(data_dir, relative)
     if not os.path.isfile(path):
-        raise _fail(path, None, f"file not found; expected the GLUE download layout "
+        raise _fail(path, None, f"file not found; expected the {layout} download layout "
                     f"<data_dir>/{relative}", flag)
+    return path
+
+
+def _read_local_split(spec: TaskSpec, split: str, data_dir: str,
+                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+    path = _local_file(spec, split, data_dir, flag, "GLUE")
     lines = _read_lines(path, flag)
     if split in spec.local_headerless_splits:
         names, first_data = list(spec.local_headerless_columns), 0
@@ -275,11 +281,7 @@ def _jsonl_features(spec: TaskSpec, row: dict) -> datasets.Features:
 
 def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
                       flag: str) -> tuple[datasets.Dataset, LoadReport]:
-    relative = spec.local_path(split)
-    path = os.path.join(data_dir, relative)
-    if not os.path.isfile(path):
-        raise _fail(path, None, f"file not found; expected the SuperGLUE download layout "
-                    f"<data_dir>/{relative}", flag)
+    path = _local_file(spec, split, data_dir, flag, "SuperGLUE")
     file_labels = spec.local_label_values or spec.label_words
     text_columns = [c for _, c in spec.input_fields if c not in spec.list_input_columns]
     empty = {c: 0 for c in text_columns}
