@@ -90,7 +90,9 @@ class ParameterEfficientArguments:
     lora_r: int | None = field(
         default=None, metadata={"help": "LoRA rank (peft); the model is frozen and only the adapters train."}
     )
-    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (scale alpha/r). Default: 2 x lora_r."})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": "LoRA scaling alpha (updates scaled by alpha/r). Default: 2 x lora_r."}
+    )
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q", "v"],

@@ -25,3 +25,40 @@ def corpus_slice(dest: Path, relative: str = "corpus/tinyshakespeare/part-000.tx
     out = dest / f"{source.parent.name}-{lines}.txt"
     out.write_text("".join(head), encoding="utf-8")
     return out
+
+
+class ModuleScratch:
+    """Set-up shared by a test module of tiny end-to-end runs: torch on one thread (a d_model-64 model gains nothing
+    from threads on 2 shared cores) and one temp folder for the module, removed at the end.
+
+        SCRATCH = ModuleScratch("test_x_")
+        setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._tmp: Path | None = None
+        self._threads: int | None = None
+
+    def set_up(self) -> None:
+        import torch
+
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def tear_down(self) -> None:
+        import shutil
+
+        import torch
+
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def path(self) -> Path:
+        if self._tmp is None:
+            import tempfile
+
+            self._tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
+        return self._tmp

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -25,7 +24,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 import fine_tune_t5
 from t5kit import parameter_efficient
 from t5kit.args import UsageError
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, ModuleScratch
 
 GLUE_DIR = SHARED_DATA / "glue"
 COMMON = [
@@ -36,27 +35,9 @@ COMMON = [
 PROMPT_LENGTH = 5
 LORA_R = 4
 
-_tmp: Path | None = None
-_threads = 1
-
-
-def setUpModule():
-    global _threads
-    _threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a d_model-64 model gains nothing from threads on 2 shared cores
-
-
-def tearDownModule():
-    torch.set_num_threads(_threads)
-    if _tmp is not None:
-        shutil.rmtree(_tmp, ignore_errors=True)
-
-
-def module_tmp() -> Path:
-    global _tmp
-    if _tmp is None:
-        _tmp = Path(tempfile.mkdtemp(prefix="test_parameter_efficient_"))
-    return _tmp
+SCRATCH = ModuleScratch("test_parameter_efficient_")
+setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
+module_tmp = SCRATCH.path
 
 
 def read_json(path: Path) -> dict:
@@ -323,7 +304,8 @@ class LoraTest(absltest.TestCase):
                            "--resume_from_checkpoint", "latest", "--output_dir", str(resumed)])  # fmt: skip
         state = read_json(resumed / "trainer_state.json")
         self.assertEqual(state["global_step"], 6)
-        original, again = load_file(self.out / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors")
+        original = load_file(self.out / "adapter_model.safetensors")
+        again = load_file(resumed / "adapter_model.safetensors")
         self.assertCountEqual(original, again)
         for name in original:
             torch.testing.assert_close(again[name], original[name], rtol=1e-4, atol=1e-6)
