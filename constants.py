@@ -22,9 +22,10 @@ module names a task. Benchmarks in the table:
 - ``summarization`` (xsum, cnn_dailymail), ``translation`` (wmt16_en_ro),
   ``qa`` (squad): free-text targets scored with ROUGE, BLEU/chrF or SQuAD EM/F1.
 - ``custom``: your own files (``--train_file``...; source/target columns).
-  ``--dataset_name`` picks the metric set: ``exact_match`` (the default:
+  ``--dataset_name`` picks the metric set: ``custom`` (the default:
   exact-match accuracy), ``summarization`` (ROUGE), ``translation`` (BLEU,
-  chrF) or ``qa`` (SQuAD EM/F1); ``--prefix`` is put before every input.
+  chrF) or ``qa`` (SQuAD EM/F1 against every gold answer: the target may be
+  a JSON list of answers); ``--prefix`` is put before every input.
 
 Column names in a record may be dotted paths into nested columns:
 ``translation.en`` reads ``example["translation"]["en"]`` (wmt16), and
@@ -754,6 +755,8 @@ for _name, _metrics, _optimize in (
     register(TaskSpec(
         benchmark=CUSTOM, name=_name, prefix="",
         input_fields=(("", "source"),), label_column="target",
+        # qa: the target may list several gold answers (a JSON list); the first is trained on.
+        multiple_answers=_name == "qa",
         metrics=_metrics, metric_to_optimize=_optimize,
         hub_path=None, validation_splits=("validation",), test_splits=("test",)))
 

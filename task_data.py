@@ -425,7 +425,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
 def load_custom_split(path: str, source_column: str = "source",
                       target_column: str = "target", source_id: str = "s",
                       target_id: str = "t", *, flag: str = "--train_file",
-                      require_target: bool = True,
+                      require_target: bool = True, answer_list: bool = False,
                       ) -> tuple[datasets.Dataset, LoadReport]:
     """User data (.jsonl, .json, .csv, .tsv) -> Dataset with source, target, idx.
 
@@ -434,9 +434,11 @@ def load_custom_split(path: str, source_column: str = "source",
       {"translation": {"s": "Hallo", "t": "Hello"}} -> source "Hallo", target "Hello".
     flag: the option that named the file, for error messages ("--test_file").
     require_target=False lets a file without targets load (target "").
+    answer_list=True (custom qa): the target is a list of gold answers; a JSON
+      list of texts in jsonl/json, or one text (-> [text]); missing -> [].
     """
     sources: list[str] = []
-    targets: list[str] = []
+    targets: list[Any] = []
     empty = {"source": 0, "target": 0}
     for line, where, record in _records(path, flag):
         if source_column not in record and isinstance(record.get(T2T_TUNER_KEY), dict):
@@ -448,23 +450,28 @@ def load_custom_split(path: str, source_column: str = "source",
         for name, column in zip(("source", "target"), columns):
             if column not in record:
                 if name == "target" and not require_target:
-                    values.append("")
+                    values.append([] if answer_list else "")
                     continue
                 raise _fail(path, line, f"{where}: {kind} has no column {column!r}; "
                             f"it has {sorted(record)}", flag)
             value = record[column]
-            if not isinstance(value, str):
+            if name == "target" and answer_list:
+                value = [value] if isinstance(value, str) else value
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise _fail(path, line, f"{where}: column {column!r} holds {value!r}, expected "
+                                "a text or a list of texts", flag)
+            elif not isinstance(value, str):
                 raise _fail(path, line, f"{where}: column {column!r} holds "
                             f"{type(value).__name__}, expected text", flag)
             values.append(value)
         for name, value in zip(("source", "target"), values):
-            empty[name] += value == ""
+            empty[name] += value == "" or (isinstance(value, list) and not any(value))
         sources.append(values[0])
         targets.append(values[1])
     if not sources:
         raise _fail(path, None, "file has no records", flag)
-    features = datasets.Features({"source": datasets.Value("string"),
-                                  "target": datasets.Value("string"),
+    target = datasets.Sequence(datasets.Value("string")) if answer_list else datasets.Value("string")
+    features = datasets.Features({"source": datasets.Value("string"), "target": target,
                                   "idx": datasets.Value("int32")})
     dataset = datasets.Dataset.from_dict(
         {"source": sources, "target": targets, "idx": list(range(len(sources)))},

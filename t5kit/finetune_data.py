@@ -114,7 +114,7 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
                     raise UsageError(f"this run needs {flag}")
                 ds, report = load_custom_split(
                     path, args.source_column, args.target_column, args.source_id, args.target_id,
-                    flag=flag, require_target=require_target,
+                    flag=flag, require_target=require_target, answer_list=spec.multiple_answers,
                 )  # fmt: skip
                 logger.info("%s", report.summary())
                 return ds

@@ -157,11 +157,14 @@ class TextToTextEndToEndTest(absltest.TestCase):
                 for row in rows:
                     handle.write(json.dumps(row) + "\n")
 
-        # Summaries: the first six words; QA: the first word of more than three letters.
+        # Summaries: the first six words; QA: a word of more than three letters, either of the first two (a list
+        # of gold answers) or, every third row, the first one (a single text).
         summaries = [{"text": s, "summary": " ".join(s.split()[:6])} for s in sentences]
-        qa = [{"source": f"question: What is the first long word? context: {s}",
-               "target": next((w for w in s.split() if w.isalpha() and len(w) > 3), s.split()[0])}
-              for s in sentences]
+        qa = []
+        for i, s in enumerate(sentences):
+            long_words = [w for w in s.split() if w.isalpha() and len(w) > 3][:2] or s.split()[:1]
+            qa.append({"source": f"question: What is a long word? context: {s}",
+                       "target": long_words[0] if i % 3 == 0 else long_words})
         for name, rows in (("sum", summaries), ("qa", qa)):
             write(f"{name}_train.jsonl", rows[:240])
             write(f"{name}_dev.jsonl", rows[240:])
@@ -202,7 +205,11 @@ class TextToTextEndToEndTest(absltest.TestCase):
             text = "".join(c for c in text.lower() if c.isalnum() or c.isspace())
             return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
 
-        exact = [normalise(r["prediction"]) == normalise(r["target"]) for r in rows]
+        sentences = [json.loads(line) for line in (self.tmp / "qa_dev.jsonl").read_text().splitlines()]
+        golds = [[t] if isinstance(t, str) else t for t in (row["target"] for row in sentences)]
+        self.assertEqual([r["references"] for r in rows], golds)  # every gold answer reaches the metric
+        self.assertEqual([r["target"] for r in rows], [g[0] for g in golds])
+        exact = [any(normalise(r["prediction"]) == normalise(g) for g in r["references"]) for r in rows]
         self.assertAlmostEqual(results["eval_squad_em"], 100 * np.mean(exact), places=9)
         self.assertBetween(results["eval_squad_f1"], results["eval_squad_em"], 100.0)
         self.assertEqual(results["eval_invalid_rate"], 0.0)

@@ -245,6 +245,17 @@ class CustomDataTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"valid\.csv line 2: .*no column 'source'"):
             task_data.load_custom_split(path)
 
+    def test_answer_lists_for_custom_qa(self):
+        path = self.write("dev.jsonl", '{"source": "q1", "target": ["a", "b"]}\n{"source": "q2", "target": "c"}\n')
+        dataset, _ = task_data.load_custom_split(path, answer_list=True)
+        self.assertEqual(dataset["target"], [["a", "b"], ["c"]])
+        path = self.write("test.jsonl", '{"source": "q"}\n')
+        dataset, _ = task_data.load_custom_split(path, answer_list=True, require_target=False)
+        self.assertEqual(dataset["target"], [[]])
+        path = self.write("bad.jsonl", '{"source": "q", "target": ["a", 1]}\n')
+        with self.assertRaisesRegex(ValueError, r"bad\.jsonl line 1: .*expected a text or a list of texts"):
+            task_data.load_custom_split(path, answer_list=True)
+
     def test_missing_target_allowed_for_test_files(self):
         path = self.write("test.jsonl", '{"source": "a"}\n')
         dataset, _ = task_data.load_custom_split(path, flag="--test_file", require_target=False)
