@@ -11,12 +11,13 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
-# Re-installs only when requirements.txt changes; torch goes first and pinned so pip never picks a CUDA build.
-$(STAMP): requirements.txt
+# Re-installs only when a requirements file changes; torch goes first and pinned so pip never picks a CUDA build.
+$(STAMP): requirements.txt requirements-sweeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-sweeps.txt  # sweeps declares numpy<2: see the file
 	touch $(STAMP)
 
 demo: setup

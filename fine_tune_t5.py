@@ -283,7 +283,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec = resolve_task(data_args)
     if train_args.eval_mode == "rank":
         rank_candidates_of(spec)
-    resume = start_run(train_args, run_name=f"{spec.benchmark}-{spec.name}", group=spec.full_name)
+    resume = start_run(
+        train_args,
+        run_name=f"{spec.benchmark}-{spec.name}-{Path(train_args.output_dir).name}",
+        group=spec.full_name,
+        flag_groups=(model_args, data_args, pe_args),
+    )
     if train_args.metric_for_best_model == TASK_METRIC:
         if spec.metric_to_optimize is None:
             raise UsageError(f"task {spec.full_name} has no metric to optimise; pass --metric_for_best_model")

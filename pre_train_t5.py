@@ -56,7 +56,12 @@ class PretrainingArguments(T5TrainingArguments):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
-    resume = start_run(train_args, run_name=f"pretrain-{Path(train_args.output_dir).name}", group="pretrain")
+    resume = start_run(
+        train_args,
+        run_name=f"pretrain-{Path(train_args.output_dir).name}",
+        group="pretrain",
+        flag_groups=(model_args, data_args),
+    )
     raw_length, target_length = compute_input_and_target_lengths(
         data_args.input_length, data_args.noise_density, data_args.mean_noise_span_length
     )

@@ -22,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from data_collators import LABEL_PAD_ID
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
+from t5kit.tracking import append_metrics_log, configure_trackers
 
 logger = logging.getLogger("t5kit")
 
@@ -72,14 +73,17 @@ def check_launch(args: T5TrainingArguments) -> None:
         )
 
 
-def start_run(args: T5TrainingArguments, run_name: str, group: str | None) -> str | None:
-    """Logging, launch and output-dir checks, trackers; returns the checkpoint to resume from (or None)."""
+def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_groups: tuple = ()) -> str | None:
+    """Logging, launch and output-dir checks, trackers; returns the checkpoint to resume from (or None).
+
+    `flag_groups`: the script's other parsed argument dataclasses, logged with `args` as the tracker config.
+    """
     setup_logging(args)
     # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
     transformers.set_seed(args.seed)
     check_launch(args)
     resume = prepare_output_dir(args)
-    configure_trackers(args, run_name, group)
+    configure_trackers(args, run_name, group, flag_groups)
     return resume
 
 
@@ -111,27 +115,8 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
     return None
 
 
-def configure_trackers(args: T5TrainingArguments, run_name: str, group: str | None = None) -> None:
-    """W&B without a reachable account must never crash or hang: go offline and say so."""
-    reports = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-    if "wandb" in reports:
-        os.environ.setdefault("WANDB_PROJECT", "t5-toolkit")
-        if group:
-            os.environ.setdefault("WANDB_RUN_GROUP", group)
-        if os.environ.get("WANDB_MODE") is None and not os.environ.get("WANDB_API_KEY"):
-            netrc = Path.home() / ".netrc"
-            has_login = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-            if not has_login:
-                os.environ["WANDB_MODE"] = "offline"
-                logger.warning(
-                    "W&B: no API key found, logging offline to ./wandb (upload later with `wandb sync`)"
-                )
-    if not args.run_name or args.run_name == args.output_dir:
-        args.run_name = run_name
-
-
 class T5Trainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer that also logs the input-token throughput of each logging interval."""
+    """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl."""
 
     _last_log: tuple[float, int] | None = None
 
@@ -142,6 +127,8 @@ class T5Trainer(Seq2SeqTrainer):
                 logs["tokens_per_second"] = round((tokens - self._last_log[1]) / (now - self._last_log[0]), 1)
             self._last_log = (now, tokens)
         super().log(logs, start_time)
+        if self.is_world_process_zero() and self.state.log_history:
+            append_metrics_log(self.args.output_dir, self.state.log_history[-1])  # followed by the sweep runner
 
 
 def describe_batch(args: T5TrainingArguments) -> dict[str, int]:

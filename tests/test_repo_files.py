@@ -13,11 +13,14 @@ import pre_train_t5
 from t5kit.args import ModelArguments, parse_args
 from t5kit.corpus import PretrainDataArguments
 from t5kit.finetune_data import FineTuneDataArguments
+from t5kit.parameter_efficient import ParameterEfficientArguments
 from tests.helpers import REPO
 
 PROGRAM_GROUPS = {
     "pre_train_t5.py": (ModelArguments, PretrainDataArguments, pre_train_t5.PretrainingArguments),
-    "fine_tune_t5.py": (ModelArguments, FineTuneDataArguments, fine_tune_t5.FineTuneArguments),
+    "fine_tune_t5.py": (
+        ModelArguments, FineTuneDataArguments, fine_tune_t5.FineTuneArguments, ParameterEfficientArguments
+    ),
 }
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
@@ -38,6 +41,18 @@ class RepoFilesTest(parameterized.TestCase):
         pip_section = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
         self.assertEqual(pins(pip_section), requirements)
         self.assertEqual(requirements["torch"], "2.13.0")
+
+    def test_sweep_engine_pins_are_installed_without_its_numpy_pin(self):
+        from importlib.metadata import version
+
+        sweep_pins = pins((REPO / "requirements-sweeps.txt").read_text().splitlines())
+        self.assertIn("sweeps", sweep_pins)
+        for name, pinned in sweep_pins.items():
+            self.assertEqual(version(name), pinned, name)
+        # --no-deps: sweeps declares numpy<2, which pip would otherwise install over requirements.txt's numpy 2.
+        self.assertIn("pip install -q --no-deps -r requirements-sweeps.txt", (REPO / "Makefile").read_text())
+        self.assertIn("pip install --no-deps -r requirements-sweeps.txt", (REPO / "conda_environment_slurm.yml").read_text())
+        self.assertTrue(set(sweep_pins).isdisjoint(pins((REPO / "requirements.txt").read_text().splitlines())))
 
     def test_deepspeed_config_defers_to_the_script(self):
         config = json.loads((REPO / "zero_stage2_config.json").read_text())
@@ -63,7 +78,7 @@ class RepoFilesTest(parameterized.TestCase):
             value = spec["value"] if "value" in spec else (spec.get("values") or [spec.get("min")])[0]
             argv.append(f"--{name}={value}")
         groups = parse_args(PROGRAM_GROUPS[sweep["program"]], argv)
-        self.assertLen(groups, 3)
+        self.assertLen(groups, len(PROGRAM_GROUPS[sweep["program"]]))
 
     @parameterized.named_parameters(
         ("pretrain", "t5_adafactor.yaml", "pre_train_t5.py"), ("finetune", "t5_finetune_adafactor.yaml", "fine_tune_t5.py")
@@ -73,7 +88,7 @@ class RepoFilesTest(parameterized.TestCase):
         argv = ["--config", str(REPO / "configs" / name), "--output_dir", "unused", "--train_files", "x.txt"]
         if program == "fine_tune_t5.py":
             argv = argv[:-2] + ["--dataset_name", "sst2", "--do_train"]
-        *_, train_args = parse_args(PROGRAM_GROUPS[program], argv)
+        train_args = parse_args(PROGRAM_GROUPS[program], argv)[2]  # model, data, training, (PEFT)
         self.assertEqual(train_args.optim.value, config["optim"])
         self.assertEqual(train_args.learning_rate, config["learning_rate"])
 

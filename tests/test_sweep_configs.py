@@ -1,0 +1,87 @@
+"""The sweep YAMLs in sweeps/: generated from the task table, runnable, and scored by a key the program logs.
+
+Each file parses with the runner's own checks, names an existing program, and its metric.name is among the W&B keys
+that program logs for its task (derived from the task record; test_tracking checks the derivation against a real
+offline W&B run). That every parameter is a flag of the program is checked in test_repo_files (parsed in-process).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from absl.testing import absltest, parameterized
+
+from constants import get_task
+from t5kit import sweep_configs
+from t5kit.sweep import load_sweep, resolve_program
+from tests.helpers import REPO
+
+SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
+# Written out here, not read from the table: the issue asks for these files.
+GLUE = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+SUPERGLUE = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+
+
+def deepspeed_variant(text: str) -> list[str]:
+    """The commented `command:` block of the DeepSpeed variant in a sweep file's header."""
+    lines = text.splitlines()
+    start = lines.index("#   command:")
+    items = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("#     - "):
+            break
+        items.append(line[len("#     - ") :])
+    return items
+
+
+class SweepConfigsTest(parameterized.TestCase):
+    def test_committed_files_are_the_generated_ones(self):
+        expected = sweep_configs.expected_files()
+        self.assertEqual(sweep_configs.generated_names_in(REPO / "sweeps"), set(expected))
+        for name, text in expected.items():
+            self.assertEqual((REPO / "sweeps" / name).read_text(), text, f"{name}: run python -m t5kit.sweep_configs --write")
+        self.assertEqual(sweep_configs.main(["--check"]), 0)
+
+    def test_every_glue_and_superglue_task_has_a_sweep(self):
+        names = {p.name for p in SWEEPS}
+        for task in GLUE:
+            self.assertIn(f"glue_{task}.yaml", names)
+        for task in SUPERGLUE:
+            self.assertIn(f"superglue_{task}.yaml", names)
+        self.assertIn("pretrain.yaml", names)
+
+    def test_check_reports_a_stale_or_edited_file(self):
+        tmp = Path(self.create_tempdir().full_path)
+        self.assertEqual(sweep_configs.main(["--write", "--dir", str(tmp)]), 0)
+        (tmp / "glue_sst2.yaml").write_text("edited\n")
+        (tmp / "glue_nosuchtask.yaml").write_text("program: x\n")
+        self.assertEqual(sweep_configs.main(["--check", "--dir", str(tmp)]), 1)
+        sweep_configs.main(["--write", "--dir", str(tmp)])
+        self.assertFalse((tmp / "glue_nosuchtask.yaml").exists())
+        self.assertEqual(sweep_configs.main(["--check", "--dir", str(tmp)]), 0)
+
+    @parameterized.named_parameters((path.stem, path) for path in SWEEPS)
+    def test_sweep_file(self, path):
+        sweep = load_sweep(path)  # the offline runner's checks
+        self.assertTrue(resolve_program(sweep, path).is_file())
+        self.assertEqual(sweep["command"], sweep_configs.COMMAND)
+        self.assertIn(sweep["method"], ("grid", "random", "bayes"))
+        self.assertIn(sweep["metric"]["name"], sweep_configs.program_logged_keys(sweep))
+        if sweep["program"] == "fine_tune_t5.py":
+            params = sweep["parameters"]
+            task = get_task(params["benchmark"]["value"], params["dataset_name"]["value"])
+            self.assertEqual(sweep["metric"]["name"], f"eval/{task.metric_to_optimize}")
+            self.assertEqual(sweep["metric"]["goal"], "maximize" if task.greater_is_better else "minimize")
+            self.assertIn("$WANDB_RUN_ID", params["output_dir"]["value"])  # one folder per W&B run
+        self.assertEqual(sweep["early_terminate"]["type"], "hyperband")
+        # The documented DeepSpeed variant is a valid command whose config files exist.
+        variant = deepspeed_variant(path.read_text())
+        self.assertEqual(variant, sweep_configs.DEEPSPEED_COMMAND)
+        self.assertEqual(yaml.safe_load("command:\n" + "\n".join(f"  - {x}" for x in variant))["command"], variant)
+        self.assertTrue((REPO / variant[variant.index("--config_file") + 1]).is_file())
+        self.assertTrue((REPO / "zero_stage2_config.json").is_file())
+
+
+if __name__ == "__main__":
+    absltest.main()
