@@ -25,7 +25,7 @@ One flag group (`ParameterEfficientArguments`), used by `fine_tune_t5.py`:
 
 Prompt tuning and LoRA runs save a peft adapter in the run folder (`adapter_config.json` +
 `adapter_model.safetensors`, plus the tokenizer) instead of `model.safetensors`; checkpoints hold the adapter too,
-so `--resume_from_checkpoint` works. `adapter_config.json` names the base checkpoint (`base_model_name_or_path`,
+and `--resume_from_checkpoint` loads it into the adapter built at start-up (the Trainer's peft path). `adapter_config.json` names the base checkpoint (`base_model_name_or_path`,
 made absolute for a local folder). Passing the run folder as `--model_name_or_path` loads base + adapter again
 (`load_adapter_model`), for `--do_eval` / `--do_predict` or to continue training the adapter. Elsewhere:
 `PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base), run_folder)`.
@@ -242,31 +242,12 @@ def add_prompt_tuning(model, tokenizer, length: int, init_vocab: int, seed: int)
         num_transformer_submodules=1,  # encoder prompt only (peft's seq2seq default would add an unused second one)
         prompt_tuning_init=PromptTuningInit.RANDOM,  # replaced just below by vocabulary embeddings
     )
-    peft_model = allow_trainable_prompt_loading(get_peft_model(model, config))
+    peft_model = get_peft_model(model, config)
     ids = prompt_init_token_ids(tokenizer, init_vocab, length, torch.Generator().manual_seed(seed))
     embedding = peft_model.prompt_encoder[peft_model.active_adapter].embedding
     with torch.no_grad():
         weights = model.get_input_embeddings().weight
         embedding.weight.copy_(weights[ids.to(weights.device)].to(embedding.weight.device, embedding.weight.dtype))
-    return peft_model
-
-
-def allow_trainable_prompt_loading(peft_model):
-    """peft 0.21 refuses `load_adapter(..., is_trainable=True)` for prompt learning, which is how the Trainer resumes
-    a peft run from a checkpoint. For a prompt-tuning model, load_adapter here loads the saved prompt into the
-    existing adapter and leaves it trainable."""
-    from peft.utils import load_peft_weights, set_peft_model_state_dict
-
-    def load_adapter(model_id, adapter_name, is_trainable: bool = False, **kwargs):
-        device = next(peft_model.prompt_encoder[adapter_name].parameters()).device
-        weights = load_peft_weights(str(model_id), device=str(device))
-        result = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
-        for param in peft_model.prompt_encoder[adapter_name].parameters():
-            param.requires_grad_(is_trainable)
-        peft_model.peft_config[adapter_name].inference_mode = not is_trainable
-        return result
-
-    peft_model.load_adapter = load_adapter
     return peft_model
 
 
@@ -310,13 +291,13 @@ def load_adapter_model(model_args: ModelArguments, tokenizer, args: ParameterEff
         raise UsageError(f"{Path(folder) / ADAPTER_CONFIG}: names no base_model_name_or_path to load the adapter onto")
     base_args = dataclasses.replace(model_args, model_name_or_path=base)
     model = load_model(base_args, tokenizer, default_dropout=None, device_map=args.device_map)
-    config = read_adapter_config(folder)
-    prompt_learning = config.get("peft_type") in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
-    # peft loads prompt-learning adapters frozen only; they are made trainable below.
+    prompt_learning = read_adapter_config(folder).get("peft_type") in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING")
+    # peft 0.21 refuses to load a prompt-learning adapter as trainable ("Cannot set a prompt learning adapter to
+    # trainable when loading pretrained adapter"): load it frozen, then let its prompt train again.
     peft_model = PeftModel.from_pretrained(model, folder, is_trainable=trainable and not prompt_learning)
-    if prompt_learning and config.get("peft_type") == "PROMPT_TUNING":
-        allow_trainable_prompt_loading(peft_model)
-        peft_model.load_adapter(folder, peft_model.active_adapter, is_trainable=trainable)
+    if trainable and prompt_learning:
+        peft_model.peft_config[peft_model.active_adapter].inference_mode = False
+        peft_model.prompt_encoder.requires_grad_(True)
     if not trainable:
         peft_model.requires_grad_(False)
     _absolute_base_path(peft_model, base)

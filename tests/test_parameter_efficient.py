@@ -226,14 +226,64 @@ class PromptTuningTest(absltest.TestCase):
         self.assertEqual(rank["parameter_efficient"], "adapter:prompt_tuning")
         self.assertAlmostEqual(rank["eval_loss"], self.results["eval_loss"], places=5)
         self.assertEqual(rank["eval_accuracy"], self.results["eval_accuracy"])
+        self.assertEqual(rank["trainable_parameters"], 0)  # evaluation only: loaded frozen
+
+    def test_adapter_folder_continues_training(self):
+        out, results, built = run("prompt-continued", "--do_train", "--eval_strategy", "no", "--max_steps", "2",
+                                  "--learning_rate", "0.3", model=self.out)  # fmt: skip
+        self.assertEqual(results["parameter_efficient"], "adapter:prompt_tuning")
+        self.assertEqual(results["trainable_parameters"], PROMPT_LENGTH * self.config["d_model"])
+        start = load_file(self.out / "adapter_model.safetensors")["prompt_embeddings"]
+        _, before = built[0]
+        self.assertTrue(torch.equal(before[next(k for k in before if k.startswith("prompt_encoder."))], start))
+        self.assertFalse(torch.equal(load_file(out / "adapter_model.safetensors")["prompt_embeddings"], start))
 
     def test_generate_and_rank_see_the_same_prompt(self):
         """Generate mode's eval loss comes from peft's forward, rank mode's from encoder_states: equal."""
         generate = read_json(self.eval_runs["generate"] / "all_results.json")
         rank = read_json(self.eval_runs["rank"] / "all_results.json")
         self.assertAlmostEqual(generate["eval_loss"], rank["eval_loss"], places=5)
-        rows = (self.eval_runs["generate"] / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines()
+
+    def test_generated_text_is_greedy_decoding_after_the_prompt(self):
+        """Each generate-mode prediction, decoded here by hand: the saved prompt vectors, then the input's token
+        embeddings, into the plain base model (mask extended by ones), greedy step by step."""
+        lines = (self.eval_runs["generate"] / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
         self.assertLen(rows, 32)
+        model = T5ForConditionalGeneration.from_pretrained(base_checkpoint()).eval()
+        tokenizer = AutoTokenizer.from_pretrained(self.out)
+        prompt = load_file(self.out / "adapter_model.safetensors")["prompt_embeddings"][None]
+        compared = 0
+        for row in rows:
+            ids = tokenizer(row["input"], return_tensors="pt").input_ids
+            embeds = torch.cat((prompt, model.get_input_embeddings()(ids)), dim=1)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+            decoded, margin = [model.config.decoder_start_token_id], float("inf")
+            with torch.no_grad():
+                encoded = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+                for _ in range(model.generation_config.max_length - 1):
+                    logits = model(encoder_outputs=(encoded,), attention_mask=mask,
+                                   decoder_input_ids=torch.tensor([decoded])).logits[0, -1]  # fmt: skip
+                    top = torch.topk(logits, 2)
+                    margin = min(margin, (top.values[0] - top.values[1]).item())
+                    decoded.append(int(top.indices[0]))
+                    if decoded[-1] == tokenizer.eos_token_id:
+                        break
+            if margin > 1e-4:  # a near tie may decode either way under batching
+                compared += 1
+                self.assertEqual(tokenizer.decode(decoded, skip_special_tokens=True), row["prediction"], row["input"])
+        self.assertGreater(compared, len(rows) // 2)
+
+    def test_resume_loads_the_prompt_from_the_checkpoint(self):
+        """A resume at the last step trains nothing and saves the checkpoint's prompt (loaded by the Trainer into the
+        adapter built at start-up), not the fresh initialisation."""
+        resumed = module_tmp() / "prompt-resumed"
+        shutil.copytree(self.out / "checkpoint-5", resumed / "checkpoint-5")
+        fine_tune_t5.main([*COMMON, "--model_name_or_path", str(base_checkpoint()), "--do_train", "--eval_strategy",
+                           "no", "--max_steps", "5", "--prompt_tuning_length", str(PROMPT_LENGTH),
+                           "--resume_from_checkpoint", "latest", "--output_dir", str(resumed)])  # fmt: skip
+        saved = load_file(resumed / "adapter_model.safetensors")["prompt_embeddings"]
+        self.assertTrue(torch.equal(saved, load_file(self.out / "adapter_model.safetensors")["prompt_embeddings"]))
 
 
 class LoraTest(absltest.TestCase):
