@@ -20,14 +20,16 @@ One flag group (`ParameterEfficientArguments`), used by `fine_tune_t5.py`:
   LoRA via peft; each adapted d_in x d_out matrix gains R x (d_in + d_out) trainable parameters, the rest is frozen.
   `--merge_lora` also writes the merged full model to `<output_dir>/merged/`.
 - `--device_map auto` (or balanced, sequential, a device): loads the checkpoint with accelerate's big-model
-  placement, layers spread over the visible GPUs (then CPU), for checkpoints too large for one card. The Trainer sees
-  `hf_device_map` and runs it model-parallel (one process; not with DDP/DeepSpeed/FSDP).
+  placement, layers spread over the visible GPUs (then CPU), for checkpoints too large for one card. Where the layers
+  land on several devices, the model carries `hf_device_map` and the Trainer runs it model-parallel (one process; not
+  with DDP/DeepSpeed/FSDP). Tested only on CPU, where everything lands on the one device.
 
 Prompt tuning and LoRA runs save a peft adapter in the run folder (`adapter_config.json` +
-`adapter_model.safetensors`, plus the tokenizer) instead of `model.safetensors`; checkpoints hold the adapter too,
-and `--resume_from_checkpoint` loads it into the adapter built at start-up (the Trainer's peft path). `adapter_config.json` names the base checkpoint (`base_model_name_or_path`,
-made absolute for a local folder). Passing the run folder as `--model_name_or_path` loads base + adapter again
-(`load_adapter_model`), for `--do_eval` / `--do_predict` or to continue training the adapter. Elsewhere:
+`adapter_model.safetensors`, plus the tokenizer and peft's README.md model card) instead of `model.safetensors`;
+checkpoints hold the adapter too, and `--resume_from_checkpoint` loads it into the adapter built at start-up (the
+Trainer's peft path). `adapter_config.json` names the base checkpoint (`base_model_name_or_path`, made absolute for
+a local folder). Passing the run folder as `--model_name_or_path` loads base + adapter again (`load_adapter_model`),
+for `--do_eval` / `--do_predict` or to continue training the adapter. Elsewhere:
 `PeftModel.from_pretrained(T5ForConditionalGeneration.from_pretrained(base), run_folder)`.
 """
 
