@@ -13,11 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from absl.testing import absltest, parameterized
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score
@@ -26,7 +24,7 @@ import constants
 import fine_tune_t5
 import task_data
 from t5kit.finetune_data import to_text
-from tests.helpers import shared_file
+from tests.helpers import ModuleScratch, shared_file
 
 TINY_MODEL = [
     "--model_config", "tiny", "--per_device_train_batch_size", "16",
@@ -40,27 +38,9 @@ NUM_TEST = 12
 LABEL_WORDS = {"cb": ("entailment", "contradiction", "neutral"), "rte": ("entailment", "not_entailment")}
 FOLDER = {"cb": "CB", "rte": "RTE"}
 
-_tmp: Path | None = None
-_threads = 1
-
-
-def setUpModule():
-    global _threads
-    _threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a d_model-64 model gains nothing from threads on a shared 2-core machine
-
-
-def tearDownModule():
-    torch.set_num_threads(_threads)
-    if _tmp is not None:
-        shutil.rmtree(_tmp, ignore_errors=True)
-
-
-def module_tmp() -> Path:
-    global _tmp
-    if _tmp is None:
-        _tmp = Path(tempfile.mkdtemp(prefix="test_finetune_tasks_"))
-    return _tmp
+SCRATCH = ModuleScratch("test_finetune_tasks_")
+setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
+module_tmp = SCRATCH.path
 
 
 def read_results(run_dir: Path) -> dict:
