@@ -102,6 +102,16 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
     save_total_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Dataloader worker processes."})
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True, metadata={"help": "On resume, restore callback state (the early-stopping counter) too."}
+    )
+    skip_nonfinite_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Tolerate this many optimizer steps with a NaN/inf loss or gradient, skipping their update; "
+            "one more stops the run (exit 3) with the step and a hint."
+        },
+    )
     average_tokens_across_devices: bool = field(
         default=False,
         metadata={
@@ -120,6 +130,14 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
                 "--fp16 is refused: T5's activations overflow in float16 and the loss turns NaN. "
                 "Use --bf16 (the default where supported) or fp32 (--bf16 False)."
             )
+        if self.skip_nonfinite_steps < 0:
+            raise UsageError(f"--skip_nonfinite_steps must be >= 0, got {self.skip_nonfinite_steps}")
+        if self.skip_nonfinite_steps and self.deepspeed:
+            raise UsageError("--skip_nonfinite_steps is not supported with --deepspeed (its engine owns the update)")
+        if self.hub_token:
+            # A secret: kept in the environment for huggingface_hub, never in training_args.bin or tracker configs.
+            os.environ["HF_TOKEN"] = self.hub_token
+            self.hub_token = None
         if not torch.cuda.is_available():
             self.use_cpu = True
         if self.bf16 is None:

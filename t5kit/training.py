@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import transformers
 from transformers import Seq2SeqTrainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from data_collators import LABEL_PAD_ID
+from t5kit import fault_tolerance as ft
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
 from t5kit.tracking import append_metrics_log, configure_trackers
 
@@ -43,12 +44,21 @@ def setup_logging(args: T5TrainingArguments) -> None:
 
 
 def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = None) -> None:
-    """Runs a script's main(); user mistakes print one line and exit 2, bugs keep their traceback."""
+    """Runs a script's main(); user mistakes print one line and exit 2, bugs keep their traceback.
+
+    Pre-emption (SIGTERM/SIGUSR1) exits EXIT_PREEMPTED after its checkpoint; a NaN/inf loss exits EXIT_NONFINITE.
+    """
     try:
         main(argv)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    except ft.Preempted as err:
+        print(f"pre-empted: {err}", file=sys.stderr)
+        sys.exit(ft.EXIT_PREEMPTED)
+    except ft.NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(ft.EXIT_NONFINITE)
 
 
 # Process counts that launchers put in the environment, in the order they are trusted.
@@ -82,6 +92,7 @@ def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_
     # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
     transformers.set_seed(args.seed)
     check_launch(args)
+    ft.install_preemption_handlers()
     resume = prepare_output_dir(args)
     configure_trackers(args, run_name, group, flag_groups)
     return resume
@@ -97,15 +108,18 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"--output_dir {out}: not writable ({err.strerror})") from None
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if is_main_process():
+        ft.remove_incomplete_checkpoints(out)
+    complete = ft.complete_checkpoints(out)
+    last = str(complete[-1]) if complete else None
     resume = args.resume_from_checkpoint
     if resume == LATEST:
         if last is None:
             logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting from scratch", out)
         return last
     if resume:
-        if not Path(resume).is_dir():
-            raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
+        if not (Path(resume) / ft.TRAINER_STATE).is_file():
+            raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder (or an incomplete one)")
         return resume
     if last is not None:
         raise UsageError(
@@ -119,6 +133,34 @@ class T5Trainer(Seq2SeqTrainer):
     """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl."""
 
     _last_log: tuple[float, int] | None = None
+
+    # Fault tolerance (t5kit.fault_tolerance): atomic checkpoints, pre-emption, NaN/inf steps, resumable data order.
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fault_tolerance = ft.FaultToleranceCallback(self)
+        self.add_callback(self.fault_tolerance)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        ft.save_checkpoint(self, trial)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.fault_tolerance.observe_loss(loss)
+        return loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return ft.EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
+
+    def _run_epoch(self, *args, **kwargs):
+        # accelerate's DataLoaderShard.set_epoch skips the dataset when a sampler took the call, as it does for the
+        # dataloader that skips a resumed epoch's trained batches: the masks' epoch would stay 0. Set it here.
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.args.include_num_input_tokens_seen != "no":
@@ -189,6 +231,7 @@ def train_and_save(
     if trainer.train_dataset is not None:
         train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
         results.update(train_output.metrics)
+        results["nonfinite_steps_skipped"] = trainer.fault_tolerance.nonfinite_steps_skipped
         agree = parameters_agree_across_processes(trainer)
         if agree is not None:
             results["parameters_agree_across_processes"] = agree

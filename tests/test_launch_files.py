@@ -12,6 +12,7 @@ from pathlib import Path
 
 from absl.testing import absltest, parameterized
 
+from t5kit.fault_tolerance import EXIT_PREEMPTED
 from tests.helpers import REPO
 
 SLURM = sorted((REPO / "slurm").glob("*"))
@@ -19,15 +20,19 @@ ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 STUBBED = ("accelerate", "torchrun", "srun", "scontrol", "wandb")
 
 
-def make_stubs(folder: Path, log: Path, sleep_in: str = "") -> dict[str, str]:
-    """Commands that record their arguments instead of running; `scontrol show hostnames` prints two nodes."""
+# A training command that behaves as the scripts do on SIGUSR1: it saves, then exits with EXIT_PREEMPTED.
+PREEMPTIBLE = f'trap "echo saved >> $LOG; exit {EXIT_PREEMPTED}" USR1\nsleep 30 & wait\n'
+
+
+def make_stubs(folder: Path, log: Path, behaviour: dict[str, str] | None = None) -> dict[str, str]:
+    """Commands that record their arguments instead of running; `scontrol show hostnames` prints two nodes.
+    `behaviour` maps a command to extra bash run after the recording (e.g. PREEMPTIBLE, or `exit 3`)."""
     folder.mkdir()
     for name in STUBBED:
         body = f'echo "{name} $*" >> {log}\n'
         if name == "scontrol":
             body += 'if [ "$1" = show ]; then printf "node-a\\nnode-b\\n"; fi\n'
-        if name == sleep_in:
-            body += "sleep 30 & wait\n"
+        body += (behaviour or {}).get(name, "").replace("$LOG", str(log))
         (folder / name).write_text("#!/usr/bin/env bash\n" + body)
         (folder / name).chmod(0o755)
     (folder / "activate").write_text("")
@@ -72,17 +77,29 @@ class SlurmTemplatesTest(parameterized.TestCase):
         calls = self.render("sweep_agents.sbatch", tasks="1")  # agents start 10 s apart: one task keeps it short
         self.assertIn("CUDA_VISIBLE_DEVICES=0 wandb agent --count 5 me/t5/abc123", calls)
 
-    def test_signal_forwards_and_requeues(self):
+    def test_signal_is_forwarded_and_the_job_requeued_after_the_checkpoint(self):
         tmp = Path(self.create_tempdir().full_path)
-        env = make_stubs(tmp / "bin", tmp / "calls.log", sleep_in="accelerate")
+        env = make_stubs(tmp / "bin", tmp / "calls.log", {"accelerate": PREEMPTIBLE})
         job = subprocess.Popen(["bash", str(REPO / "slurm" / "train_single_node.sbatch")], env=env, cwd=REPO)
         log, deadline = tmp / "calls.log", time.time() + 20
         while not (log.exists() and "accelerate" in log.read_text()):
             self.assertLess(time.time(), deadline, "the training command never started")
             time.sleep(0.1)
+        time.sleep(0.5)  # let the stub install its trap
         job.send_signal(signal.SIGUSR1)
         self.assertEqual(job.wait(timeout=30), 0)
-        self.assertIn("scontrol requeue 123", (tmp / "calls.log").read_text())
+        calls = (tmp / "calls.log").read_text().splitlines()
+        self.assertEqual(calls[-2:], ["saved", "scontrol requeue 123"])  # requeued only once the save is done
+
+    @parameterized.named_parameters(("preempted", EXIT_PREEMPTED, 0, True), ("failed", 3, 3, False))
+    def test_requeue_on_the_preempted_exit_code_only(self, code, job_code, requeued):
+        """Training that exits 75 on its own (SLURM signalled it directly) is requeued; a failure is not."""
+        tmp = Path(self.create_tempdir().full_path)
+        env = make_stubs(tmp / "bin", tmp / "calls.log", {"srun": f"exit {code}\n"})
+        proc = subprocess.run(["bash", str(REPO / "slurm" / "train_multi_node.sbatch")], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        self.assertEqual(proc.returncode, job_code, proc.stderr)
+        self.assertEqual("scontrol requeue 123" in (tmp / "calls.log").read_text(), requeued)
 
 
 class LauncherConfigsTest(parameterized.TestCase):

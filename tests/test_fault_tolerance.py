@@ -1,0 +1,211 @@
+"""Kill-and-resume, pre-emption, NaN and secret-handling tests with real SIGKILL/SIGTERM of script subprocesses.
+
+Faults are injected by tests/fault_injection.py at deterministic points. Every run uses dropout, gradient
+accumulation and several epochs, so an exact trace needs the data order, span-corruption masks, dropout RNG, LR
+schedule, optimizer, accumulation position and epoch to carry across each kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import torch
+from absl.testing import absltest
+from safetensors.torch import load_file
+
+import pre_train_t5
+from t5kit import fault_tolerance as ft
+from t5kit.tokenizer import train_tokenizer
+from t5kit.training import T5Trainer, run_main
+from tests.helpers import REPO, SHARED_DATA, corpus_slice
+
+SECRETS = {"WANDB_API_KEY": "wandb-secret-4f1c9e", "HF_TOKEN": "hf_secret_77ab12"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **SECRETS}
+# 40 blocks, 4 per micro-batch, 2 micro-batches per step: 5 optimizer steps per epoch, 14 steps = 2.8 epochs.
+PRETRAIN = ["--model_config", "tiny", "--input_length", "32", "--per_device_train_batch_size", "4",
+            "--gradient_accumulation_steps", "2", "--max_train_samples", "40", "--max_eval_samples", "8",
+            "--max_steps", "14", "--save_steps", "2", "--save_total_limit", "2", "--logging_steps", "1",
+            "--dropout_rate", "0.1", "--seed", "7", "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+RESUME = ["--resume_from_checkpoint", "latest"]
+
+
+def run(fault: str, script: str, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "tests" / "fault_injection.py"), fault, script, *argv],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def trace(run_dir: Path) -> dict[int, float]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {row["step"]: row["loss"] for row in state["log_history"] if "loss" in row}
+
+
+def fault_log(run_dir: Path) -> list[list[dict]]:
+    """The rows of fault_log.jsonl, one list per run."""
+    runs: list[list[dict]] = []
+    for line in (run_dir / "fault_log.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        runs.append([]) if "run" in row else runs[-1].append(row)
+    return runs
+
+
+class PretrainKillResumeTest(absltest.TestCase):
+    """One uninterrupted run; one run killed and resumed four times: its trace must equal the first, step for step."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        corpus = corpus_slice(cls.tmp, lines=1500)
+        texts = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        train_tokenizer(texts, vocab_size=300, output_dir=cls.tmp / "tok")
+        cls.argv = ["--train_files", str(corpus), "--tokenizer_name_or_path", str(cls.tmp / "tok"), *PRETRAIN]
+        cls.reference = run("none", "pre_train_t5.py", [*cls.argv, "--output_dir", str(cls.tmp / "ref")])
+        assert cls.reference.returncode == 0, cls.reference.stderr[-3000:]
+        cls.ref_trace = trace(cls.tmp / "ref")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def assert_matches_reference(self, rows: list[dict]) -> None:
+        for row in rows:
+            if "loss" in row:
+                self.assertEqual(row["loss"], self.ref_trace[row["step"]], f"step {row['step']}")
+
+    def test_kills_and_sigterm_resume_the_exact_trace(self):
+        out = self.tmp / "killed"
+        argv = [*self.argv, "--output_dir", str(out)]
+        stages = [
+            ("kill_micro:9", [], -9, "checkpoint-4"),  # mid-accumulation: step 5's first of 2 micro-batches
+            ("kill_after_save:8", RESUME, -9, "checkpoint-8"),  # right after a checkpoint, mid-epoch 2
+            ("kill_in_save:12", RESUME, -9, "checkpoint-10"),  # during a save: checkpoint-10 (epoch end) survives
+            ("sigterm_micro:5", RESUME, ft.EXIT_PREEMPTED, "checkpoint-13"),  # SIGTERM in step 13 (micro-batches count per process)
+            ("none", RESUME, 0, "checkpoint-14"),
+        ]
+        for fault, extra, code, latest in stages:
+            proc = run(fault, "pre_train_t5.py", [*argv, *extra])
+            self.assertEqual(proc.returncode, code, f"{fault}:\n{proc.stderr[-3000:]}")
+            complete = ft.complete_checkpoints(out)
+            self.assertEqual(complete[-1].name, latest, fault)
+            if fault.startswith("kill_in_save"):
+                self.assertTrue((out / "tmp-checkpoint-12").is_dir())  # the partial save, never resumed from
+                self.assertFalse((out / "tmp-checkpoint-12" / ft.TRAINER_STATE).exists())
+            if fault.startswith("sigterm"):
+                self.assertIn("SIGTERM received: saved checkpoint-13", proc.stderr)
+                self.assertNotIn("Traceback", proc.stderr)
+        self.assertEqual(trace(out), self.ref_trace)  # the final state: steps 1-14, each from the run that kept it
+        runs = fault_log(out)
+        for rows in runs:  # every step any run logged, killed runs included, equals the uninterrupted run's
+            self.assert_matches_reference(rows)
+        # Resumed at step 4: steps 5-8 trained on 8 micro-batches, collated with 1 more (accelerate's dataloader
+        # fetches one batch ahead); the 8 skipped micro-batches were never fetched or collated.
+        self.assertEqual(sum("collated" in row for row in runs[1]), 9)
+        self.assertEqual([row["step"] for row in runs[1] if "loss" in row], [5, 6, 7, 8])
+        self.assertFalse(list(out.glob("tmp-*")))  # the next start removed the partial save
+        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-13", "checkpoint-14"])
+
+    def test_secrets_are_never_logged_or_saved(self):
+        """WANDB_API_KEY and HF_TOKEN from the environment appear in no output, run file or checkpoint."""
+        for name, secret in SECRETS.items():
+            self.assertNotIn(secret, self.reference.stdout + self.reference.stderr, name)
+            for path in (self.tmp / "ref").rglob("*"):
+                if path.is_file():
+                    self.assertNotIn(secret.encode(), path.read_bytes(), f"{name} in {path}")
+
+    def run_with_nan_at_micro_batch(self, micro_batch: int, *extra: str) -> tuple[int, str, Path]:
+        """Runs pre_train_t5 in this process (no start-up cost) with one NaN loss; (exit code, stderr, run folder)."""
+        out = Path(tempfile.mkdtemp(dir=self.tmp))
+        original, seen = T5Trainer.compute_loss, {"count": 0}
+
+        def compute_loss(trainer, model, inputs, *args, **kwargs):
+            loss = original(trainer, model, inputs, *args, **kwargs)
+            if model.training:
+                seen["count"] += 1
+                if seen["count"] == micro_batch:
+                    return loss * float("nan")
+            return loss
+
+        stderr = io.StringIO()
+        with mock.patch.object(T5Trainer, "compute_loss", compute_loss), contextlib.redirect_stderr(stderr):
+            try:
+                run_main(pre_train_t5.main, [*self.argv, *extra, "--output_dir", str(out)])
+                code = 0
+            except SystemExit as exit:
+                code = exit.code
+        return code, stderr.getvalue(), out
+
+    def test_nonfinite_loss_stops_with_step_and_hint_saving_nothing_corrupt(self):
+        code, stderr, out = self.run_with_nan_at_micro_batch(5, "--max_steps", "4")  # step 3
+        self.assertEqual(code, ft.EXIT_NONFINITE, stderr[-3000:])
+        self.assertIn("error: the loss or gradients became NaN/inf at step 3", stderr)
+        self.assertIn("--bf16", stderr)
+        self.assertIn("--learning_rate", stderr)
+        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-2"])
+        weights = load_file(out / "checkpoint-2" / "model.safetensors")
+        self.assertTrue(all(torch.isfinite(w).all() for w in weights.values()))
+
+    def test_skip_nonfinite_steps_skips_the_update(self):
+        code, stderr, out = self.run_with_nan_at_micro_batch(5, "--max_steps", "4", "--skip_nonfinite_steps", "1")
+        self.assertEqual(code, 0, stderr[-3000:])
+        results = json.loads((out / "all_results.json").read_text())
+        self.assertEqual(results["nonfinite_steps_skipped"], 1)
+        self.assertEqual({s: v for s, v in trace(out).items() if s < 3}, {1: self.ref_trace[1], 2: self.ref_trace[2]})
+        weights = load_file(out / "model.safetensors")
+        self.assertTrue(all(torch.isfinite(w).all() for w in weights.values()))
+
+
+class FineTuneKillResumeTest(absltest.TestCase):
+    """Fine-tuning with early stopping: killed after the checkpoint whose early-stopping counter is 1."""
+
+    def test_kill_after_checkpoint_resumes_trace_and_early_stopping(self):
+        tmp = Path(self.create_tempdir().full_path)
+        argv = [
+            "--benchmark", "glue", "--dataset_name", "sst2", "--data_dir", str(SHARED_DATA / "glue"),
+            "--model_config", "tiny", "--vocab_size", "300", "--dropout_rate", "0.1", "--max_train_samples", "40",
+            "--max_eval_samples", "16", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+            "--per_device_eval_batch_size", "16", "--learning_rate", "1e-6", "--max_steps", "40",
+            "--eval_strategy", "steps", "--eval_steps", "3", "--early_stopping_patience", "2", "--eval_mode", "rank",
+            "--logging_steps", "1", "--seed", "3", "--report_to", "none", "--disable_tqdm", "True", "--do_train",
+            "--do_eval",
+        ]  # fmt: skip
+        ref = run("none", "fine_tune_t5.py", [*argv, "--output_dir", str(tmp / "ref")])
+        self.assertEqual(ref.returncode, 0, ref.stderr[-3000:])
+        ref_state = json.loads((tmp / "ref" / "trainer_state.json").read_text())
+        self.assertEqual(ref_state["global_step"], 9)  # accuracy never improves after step 3: patience 2 stops at 9
+        out = tmp / "killed"
+        killed = run("kill_after_save:6", "fine_tune_t5.py", [*argv, "--output_dir", str(out)])  # mid-epoch 2
+        self.assertEqual(killed.returncode, -9, killed.stderr[-3000:])
+        saved = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+        counter = saved["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"]
+        self.assertEqual(counter["early_stopping_patience_counter"], 1)
+        resumed = run("none", "fine_tune_t5.py", [*argv, "--output_dir", str(out), *RESUME])
+        self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
+        state = json.loads((out / "trainer_state.json").read_text())
+        self.assertEqual(state["global_step"], 9)  # the counter survived: without it the run would stop at 12
+        self.assertEqual(trace(out), trace(tmp / "ref"))
+        self.assertEqual(Path(state["best_model_checkpoint"]).name, Path(ref_state["best_model_checkpoint"]).name)
+
+
+class AtomicCheckpointTest(absltest.TestCase):
+    def test_latest_ignores_incomplete_checkpoints(self):
+        tmp = Path(self.create_tempdir().full_path)
+        for step, complete in ((2, True), (4, True), (6, False)):
+            (tmp / f"checkpoint-{step}").mkdir()
+            if complete:
+                (tmp / f"checkpoint-{step}" / ft.TRAINER_STATE).write_text("{}")
+        (tmp / "tmp-checkpoint-8").mkdir()
+        self.assertEqual([p.name for p in ft.complete_checkpoints(tmp)], ["checkpoint-2", "checkpoint-4"])
+        ft.remove_incomplete_checkpoints(tmp)
+        self.assertFalse((tmp / "tmp-checkpoint-8").exists())
+
+
+if __name__ == "__main__":
+    absltest.main()
