@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -71,6 +72,28 @@ def remove_incomplete_checkpoints(folder: Path) -> None:
     for path in folder.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
         logger.warning("removing %s: an interrupted checkpoint save", path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+SHAPE_KEYS = ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
+              "feed_forward_proj")
+
+
+def check_checkpoint_shape(model, checkpoint: str) -> None:
+    """A UsageError (not a size-mismatch traceback) when the checkpoint holds a model of another shape."""
+    path = Path(checkpoint) / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    differ = [
+        f"{key} {saved[key]} vs {getattr(model.config, key, None)}"
+        for key in SHAPE_KEYS
+        if key in saved and saved[key] != getattr(model.config, key, None)
+    ]
+    if differ:
+        raise UsageError(
+            f"--resume_from_checkpoint {checkpoint}: {path} is a model of another shape ({', '.join(differ)}: "
+            "checkpoint vs this run); resume with the model flags it was trained with, or use another --output_dir"
+        )
 
 
 def _fsync_tree(folder: Path) -> None:

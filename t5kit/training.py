@@ -229,6 +229,8 @@ def train_and_save(
     out = Path(args.output_dir)
     results: dict = {}
     if trainer.train_dataset is not None:
+        if resume_checkpoint:
+            ft.check_checkpoint_shape(trainer.model, resume_checkpoint)
         train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
         results.update(train_output.metrics)
         results["nonfinite_steps_skipped"] = trainer.fault_tolerance.nonfinite_steps_skipped

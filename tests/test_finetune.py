@@ -442,32 +442,6 @@ class UsageErrorTest(parameterized.TestCase):
         (self.tmp / name).write_text(text, encoding="utf-8")
         return str(self.tmp / name)
 
-    def test_unknown_task_lists_the_choices(self):
-        with self.assertRaisesRegex(UsageError, r"--dataset_name 'nope' is not a glue task; choose one of: .*sst2"):
-            self.run_main("--dataset_name", "nope", "--do_train")
-
-    def test_unknown_glue_label_names_file_and_line(self):
-        lines = shared_file("glue/SST-2/train.tsv").read_text(encoding="utf-8").split("\n")[:10]
-        lines[6] = lines[6].split("\t")[0] + "\tmaybe"  # file line 7
-        (self.tmp / "glue" / "SST-2").mkdir(parents=True)
-        self.write("glue/SST-2/train.tsv", "\n".join(lines) + "\n")
-        with self.assertRaisesRegex(UsageError, r"SST-2/train\.tsv line 7: label 'maybe' is not in the sst2 label set "
-                                    r".*\(check --data_dir\)"):  # fmt: skip
-            self.run_main("--dataset_name", "sst2", "--data_dir", str(self.tmp / "glue"), "--do_train")
-
-    @parameterized.named_parameters(
-        ("malformed_line", '{"source": "a", "target": "b"}\n{"source": "c", oops}\n',
-         r"train\.jsonl line 2: invalid JSON.*\(check --train_file\)"),
-        ("missing_source_column", '{"text": "a", "target": "b"}\n',
-         r"train\.jsonl line 1: .*no column 'source'.*\(check --train_file\)"),
-        ("t2t_missing_target", '{"translation": {"s": "a", "x": "b"}}\n',
-         r"train\.jsonl line 1: .*'translation' object has no column 't'.*\(check --train_file\)"),
-    )  # fmt: skip
-    def test_bad_custom_file(self, text, pattern):
-        path = self.write("train.jsonl", text)
-        with self.assertRaisesRegex(UsageError, pattern):
-            self.run_main("--benchmark", "custom", "--train_file", path, "--do_train", "--eval_strategy", "no")
-
     def test_nothing_to_do(self):
         with self.assertRaisesRegex(UsageError, "nothing to do: pass --do_train, --do_eval and/or --do_predict"):
             self.run_main("--dataset_name", "sst2")

@@ -1,0 +1,206 @@
+"""The bad-input catalogue: one case per mistake, each through a script's real entry point (`run_main(main, argv)`).
+
+A mistake exits 2 with exactly one `error: ...` line naming the file (and line, where there is one) and the flag to
+fix, and no traceback. Where skipping is the documented behaviour (empty documents, over-long texts), the skip is
+counted in all_results.json instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import torch
+from absl.testing import absltest, parameterized
+from transformers import T5ForConditionalGeneration
+
+import fine_tune_t5
+import pre_train_t5
+from t5kit import fault_tolerance as ft
+from t5kit.tokenizer import train_tokenizer
+from t5kit.training import EXIT_USAGE, T5Trainer, run_main
+from tests.helpers import corpus_slice
+
+SCRIPTS = {"pretrain": pre_train_t5.main, "finetune": fine_tune_t5.main}
+PRETRAIN = ["--model_config", "tiny", "--input_length", "32", "--per_device_train_batch_size", "4", "--max_steps", "2",
+            "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+FINETUNE = ["--model_config", "tiny", "--report_to", "none", "--disable_tqdm", "True"]
+STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+
+# name, script, the error line it must print
+CATALOGUE = [
+    ("malformed_jsonl_corpus", "pretrain", r"docs\.jsonl:2: malformed JSON .*\(--train_files\)"),
+    ("malformed_jsonl_task_file", "finetune", r"train\.jsonl line 2: invalid JSON.*\(check --train_file\)"),
+    ("missing_column_corpus", "pretrain", r"docs\.jsonl:1: no column 'text' \(--text_column\); found: body"),
+    ("missing_column_task_file", "finetune", r"train\.jsonl line 1: .*no column 'source'.*\(check --train_file\)"),
+    ("missing_t2t_key", "finetune", r"train\.jsonl line 1: .*'translation' object has no column 't'.*--train_file"),
+    ("empty_corpus_file", "pretrain", r"--train_files .*empty\.txt: the file is empty"),
+    ("empty_task_file", "finetune", r"train\.jsonl: file is empty.*--train_file"),
+    ("non_utf8_corpus", "pretrain", r"latin1\.txt:3: not valid UTF-8 \(byte 0xe9.*--train_files"),
+    ("non_utf8_glue_tsv", "finetune", r"SST-2/dev\.tsv line 3: not UTF-8 \(byte 0xe9.*--data_dir"),
+    ("unknown_glue_label", "finetune", r"SST-2/dev\.tsv line 3: label 'maybe' is not in the sst2 label set.*--data_dir"),
+    ("stsb_score_out_of_range", "finetune", r"STS-B/dev\.tsv line 3: score '7\.0'.*--data_dir"),
+    ("config_unknown_key", "pretrain", r"cfg\.yaml: unknown key\(s\) max_stepz"),
+    ("config_bad_yaml", "pretrain", r"cfg\.yaml:\d+: not valid YAML"),
+    ("unknown_task", "finetune", r"--dataset_name 'nope' is not a glue task; choose one of: .*sst2"),
+    ("output_dir_not_writable", "pretrain", r"--output_dir .*a_file/out: not writable \(Not a directory\)"),
+    ("resume_other_model_shape", "pretrain",
+     r"--resume_from_checkpoint .*checkpoint-1: .*another shape \(d_model 64 vs 32.*checkpoint vs this run"),
+    ("disk_full_during_save", "pretrain",
+     r"saving checkpoint-4 to .* failed at step 4: No space left on device \(--output_dir\); "
+     r"the previous checkpoint checkpoint-2 is intact"),
+]  # fmt: skip
+
+
+def run_script(script: str, argv: list[str]) -> tuple[int, str]:
+    """(exit status, stderr) of the script's command-line entry point, run in this process."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            run_main(SCRIPTS[script], argv)
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    return code, stderr.getvalue()
+
+
+class BadInputTest(parameterized.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = Path(tempfile.mkdtemp())
+        cls.corpus = corpus_slice(cls.shared, lines=600)
+        texts = [line for line in cls.corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+        train_tokenizer(texts, vocab_size=300, output_dir=cls.shared / "tok")
+        cls.tok = ["--tokenizer_name_or_path", str(cls.shared / "tok")]
+
+    def setUp(self):
+        self.tmp = Path(self.create_tempdir().full_path)
+        self.out = ["--output_dir", str(self.tmp / "out")]
+
+    def write(self, relative: str, content: str | bytes) -> str:
+        path = self.tmp / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        return str(path)
+
+    # Each case writes its input and returns the script's argv.
+    def corpus_case(self, name: str, content: str | bytes) -> list[str]:
+        return ["--train_files", self.write(name, content), "--vocab_size", "300", *PRETRAIN, *self.out]
+
+    def task_file_case(self, content: str) -> list[str]:
+        path = self.write("train.jsonl", content)
+        return ["--benchmark", "custom", "--train_file", path, "--do_train", "--eval_strategy", "no", "--vocab_size",
+                "300", *FINETUNE, *self.out]  # fmt: skip
+
+    def glue_case(self, task: str, relative: str, content: str | bytes) -> list[str]:
+        self.write(f"glue/{relative}", content)
+        return ["--benchmark", "glue", "--dataset_name", task, "--data_dir", str(self.tmp / "glue"), "--do_eval",
+                "--vocab_size", "300", *FINETUNE, *self.out]  # fmt: skip
+
+    def case_malformed_jsonl_corpus(self):
+        return self.corpus_case("docs.jsonl", '{"text": "ok"}\n{"text": oops}\n')
+
+    def case_malformed_jsonl_task_file(self):
+        return self.task_file_case('{"source": "a", "target": "b"}\n{"source": "c", oops}\n')
+
+    def case_missing_column_corpus(self):
+        return self.corpus_case("docs.jsonl", '{"body": "hello there"}\n')
+
+    def case_missing_column_task_file(self):
+        return self.task_file_case('{"text": "a", "target": "b"}\n')
+
+    def case_missing_t2t_key(self):
+        return self.task_file_case('{"translation": {"s": "a", "x": "b"}}\n')
+
+    def case_empty_corpus_file(self):
+        return self.corpus_case("empty.txt", "")
+
+    def case_empty_task_file(self):
+        return self.task_file_case("")
+
+    def case_non_utf8_corpus(self):
+        return self.corpus_case("latin1.txt", "good line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
+
+    def case_non_utf8_glue_tsv(self):
+        return self.glue_case("sst2", "SST-2/dev.tsv", b"sentence\tlabel\nok\t1\ncaf\xe9\t0\n")
+
+    def case_unknown_glue_label(self):
+        return self.glue_case("sst2", "SST-2/dev.tsv", "sentence\tlabel\nfine\t1\nhmm\tmaybe\n")
+
+    def case_stsb_score_out_of_range(self):
+        rows = "0\tmain\tf\t2012\t1\tnone\tnone\tA.\tB.\t3.5\n1\tmain\tf\t2012\t2\tnone\tnone\tC.\tD.\t7.0\n"
+        return self.glue_case("stsb", "STS-B/dev.tsv", f"{STSB_HEADER}\n{rows}")
+
+    def case_config_unknown_key(self):
+        return ["--train_files", "x.txt", "--config", self.write("cfg.yaml", "max_stepz: 3\n"), *self.out]
+
+    def case_config_bad_yaml(self):
+        return ["--train_files", "x.txt", "--config", self.write("cfg.yaml", "max_steps: [3\n"), *self.out]
+
+    def case_unknown_task(self):
+        return ["--dataset_name", "nope", "--do_train", *FINETUNE, *self.out]
+
+    def case_output_dir_not_writable(self):
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN,
+                "--output_dir", self.write("a_file", "not a folder") + "/out"]  # fmt: skip
+
+    def case_resume_other_model_shape(self):
+        argv = ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--save_steps", "1", "--max_steps", "1"]
+        pre_train_t5.main([*argv, *self.out])
+        arch = self.write("arch.json", json.dumps({"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
+                                                   "num_layers": 1, "num_decoder_layers": 1}))  # fmt: skip
+        return [*argv, "--model_config", arch, "--max_steps", "2", "--resume_from_checkpoint", "latest", *self.out]
+
+    def case_disk_full_during_save(self):
+        original = T5Trainer._save_rng_state
+
+        def save_rng_state(trainer, output_dir):
+            if trainer.state.global_step == 4:  # the disk fills while checkpoint-4 is written
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), output_dir)
+            original(trainer, output_dir)
+
+        self.enter_context(mock.patch.object(T5Trainer, "_save_rng_state", save_rng_state))
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "6", "--save_steps", "2",
+                *self.out]  # fmt: skip
+
+    @parameterized.named_parameters(CATALOGUE)
+    def test_one_clear_error(self, script, pattern):
+        code, stderr = run_script(script, getattr(self, f"case_{self._testMethodName.split('_', 4)[-1]}")())
+        self.assertEqual(code, EXIT_USAGE, stderr[-3000:])
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        self.assertLen(errors, 1, stderr[-3000:])
+        self.assertRegex(errors[0], pattern)
+        self.assertNotIn("Traceback", stderr)
+
+    def test_disk_full_leaves_the_previous_checkpoint_loadable(self):
+        code, _ = run_script("pretrain", self.case_disk_full_during_save())
+        self.assertEqual(code, EXIT_USAGE)
+        out = self.tmp / "out"
+        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-2"])
+        self.assertFalse(list(out.glob("tmp-*")))
+        model = T5ForConditionalGeneration.from_pretrained(out / "checkpoint-2")
+        self.assertTrue(all(torch.isfinite(p).all() for p in model.parameters()))
+
+    def test_empty_documents_are_skipped_and_counted(self):
+        blank = sum(not line.strip() for line in self.corpus.read_text(encoding="utf-8").splitlines())
+        results = pre_train_t5.main(["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "1",
+                                     "--save_strategy", "no", *self.out])  # fmt: skip
+        self.assertGreater(blank, 0)
+        self.assertEqual(results["corpus_empty_documents_skipped"], blank)
+
+    def test_overlong_texts_are_truncated_and_counted(self):
+        rows = [("short one", "a"), ("a much longer input " * 20, "b"), ("short two", "a")]
+        path = self.write("dev.jsonl", "".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in rows))
+        results = fine_tune_t5.main(["--benchmark", "custom", "--validation_file", path, "--do_eval",
+                                     "--max_source_length", "16", *self.tok, *FINETUNE, *self.out])  # fmt: skip
+        self.assertEqual((results["sources_truncated"], results["targets_truncated"]), (1, 0))
+
+
+if __name__ == "__main__":
+    absltest.main()
