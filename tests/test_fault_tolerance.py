@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -110,6 +111,9 @@ class PretrainKillResumeTest(absltest.TestCase):
         self.assertEqual(sum("collated" in row for row in runs[1]), 9)
         self.assertEqual([row["step"] for row in runs[1] if "loss" in row], [5, 6, 7, 8])
         self.assertFalse(list(out.glob("tmp-*")))  # the next start removed the partial save
+        for folder in (out, *ft.complete_checkpoints(out)):  # weights as safetensors only, never pickles
+            self.assertTrue((folder / "model.safetensors").is_file(), folder)
+            self.assertFalse(list(folder.glob("pytorch_model*.bin")), folder)
         self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-13", "checkpoint-14"])
 
     def test_secrets_are_never_logged_or_saved(self):
@@ -192,6 +196,27 @@ class FineTuneKillResumeTest(absltest.TestCase):
         self.assertEqual(state["global_step"], 9)  # the counter survived: without it the run would stop at 12
         self.assertEqual(trace(out), trace(tmp / "ref"))
         self.assertEqual(Path(state["best_model_checkpoint"]).name, Path(ref_state["best_model_checkpoint"]).name)
+
+
+class SecurityTest(absltest.TestCase):
+    def test_no_remote_code_and_only_safe_loading(self):
+        """No trust_remote_code; yaml.safe_load only; any torch.load in our code passes weights_only=True (the
+        Trainer's own loads of optimizer, scheduler and rng_state.pth do, in transformers 5.23)."""
+        sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts and p.name != Path(__file__).name]
+        for path in sources:
+            text = path.read_text(encoding="utf-8")
+            self.assertNotIn("trust_remote_code", text, path)
+            self.assertNotIn("yaml.load(", text, path)
+            for call in re.findall(r"torch\.load\([^)]*\)", text):
+                self.assertIn("weights_only=True", call, path)
+
+    def test_hub_token_flag_is_not_kept_in_the_arguments(self):
+        from t5kit.args import T5TrainingArguments
+
+        with mock.patch.dict(os.environ, {}, clear=False):
+            args = T5TrainingArguments(output_dir="/tmp/x", hub_token="hf_flag_secret")
+            self.assertIsNone(args.hub_token)  # so training_args.bin and tracker configs never hold it
+            self.assertEqual(os.environ["HF_TOKEN"], "hf_flag_secret")
 
 
 class AtomicCheckpointTest(absltest.TestCase):
