@@ -4,12 +4,14 @@ W&B (`--report_to wandb`), decided once per run before training starts, on the m
 - `WANDB_MODE` set by you (online, offline, disabled) is respected, except that online with a server that cannot be
   reached goes offline.
 - No API key (`WANDB_API_KEY` or a `~/.netrc` login): offline, with a warning. Upload later with `wandb sync`.
-- A key, but the server (`WANDB_BASE_URL`, default https://api.wandb.ai) does not answer a TCP connection within
+- A key, but the server (`WANDB_BASE_URL`, default https://api.wandb.ai) does not answer an HTTP request within
   `WANDB_PROBE_TIMEOUT` seconds (default 5): offline, with a warning, instead of wandb's ~90 s wait and error.
 - The run is started here (`wandb.init`) with every flag of every argument group as its config, the project
   (`WANDB_PROJECT`, default t5-toolkit), the group (the task, e.g. glue/sst2, or pretrain; `WANDB_RUN_GROUP`
   overrides) and the run name. `WANDB_INIT_TIMEOUT` (default here 60 s) bounds the start; if it fails anyway
   the run restarts offline. If even that fails, training goes on without W&B.
+Where a model config key has a flag's name (vocab_size, dropout_rate), the config shows the model's value (the
+vocabulary padded to a multiple of 128, say): the Trainer's callback adds the model config after the flags.
 The Trainer's W&B callback then finds the run started and logs into it: `train/loss`, `train/learning_rate`,
 `train/grad_norm`, `train/tokens_per_second`, `eval/loss`, `eval/<metric>` (e.g. `eval/accuracy`), `eval/invalid_rate`.
 
@@ -23,8 +25,8 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -54,19 +56,26 @@ def has_wandb_login() -> bool:
 
 
 def server_unreachable(base_url: str | None = None, timeout: float | None = None) -> str | None:
-    """None if a TCP connection to the W&B server opens within `timeout` seconds, else the reason."""
-    url = urlparse(base_url or os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL))
-    host = url.hostname
-    if not host:
-        return f"WANDB_BASE_URL {base_url!r} names no host"
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """None if the W&B server answers an HTTP request within `timeout` seconds (any status), else the reason.
+
+    An HTTP request, not only a TCP connection: behind an intercepting proxy every connection opens, yet the TLS
+    handshake with the real server fails.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = base_url or os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+    if not urlparse(url).hostname:
+        return f"WANDB_BASE_URL {url!r} names no host"
     if timeout is None:
         timeout = float(os.environ.get("WANDB_PROBE_TIMEOUT", PROBE_TIMEOUT_S))
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as err:
-        return f"{host}:{port}: {err.strerror or err}"
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # the server answered (401, 404, ...): it is there
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return f"{url}: {getattr(err, 'reason', None) or err}"
+    return None
 
 
 def choose_wandb_mode() -> str:
@@ -159,7 +168,7 @@ def append_metrics_log(output_dir: str, row: dict) -> None:
 
 
 def read_metrics_log(path: Path) -> list[dict]:
-    """The rows of a metrics.jsonl; after a resume (the step goes back) the rows it replays are dropped once.
+    """The rows of a metrics.jsonl; after a resume (the step goes back) the interrupted attempt's later rows go.
 
     A torn last line (the writer was killed mid-write) is skipped.
     """
@@ -172,9 +181,11 @@ def read_metrics_log(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
         step = row.get("step")
-        if isinstance(step, (int, float)) and rows:
-            # A resumed run logs again from its checkpoint: drop what the interrupted attempt logged after it.
-            while rows and isinstance(rows[-1].get("step"), (int, float)) and rows[-1]["step"] > step:
+        last = rows[-1].get("step") if rows else None
+        if isinstance(step, (int, float)) and isinstance(last, (int, float)) and step < last:
+            # The step went back: a resumed run logs again from its checkpoint. Drop what the interrupted attempt
+            # logged from there on.
+            while rows and isinstance(rows[-1].get("step"), (int, float)) and rows[-1]["step"] >= step:
                 rows.pop()
         rows.append(row)
     return rows
@@ -217,17 +228,32 @@ def _wandb_records(path: Path) -> Iterator[bytes]:
             pending = b""
 
 
-def read_wandb_run(run_dir: Path) -> dict[str, Any]:
-    """{"project", "group", "name", "config", "history"} of a local W&B run folder (offline-run-*/ or run-*/)."""
+def read_wandb_run(run_dir: Path, wait_s: float = 0.0) -> dict[str, Any]:
+    """{"project", "group", "name", "config", "history", "finished"} of a local W&B run folder (offline-run-*/).
+
+    wandb's service process writes the file in the background, also after `wandb.finish()` returns: `wait_s`
+    waits up to that long for the run's exit record.
+    """
     from wandb.proto import wandb_internal_pb2
 
-    files = sorted(Path(run_dir).glob("*.wandb"))
+    deadline = time.monotonic() + wait_s
+    while True:
+        files = sorted(Path(run_dir).glob("*.wandb"))
+        records = []
+        if files:
+            for raw in _wandb_records(files[0]):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(raw)
+                records.append(record)
+        finished = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if finished or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     if not files:
         raise FileNotFoundError(f"{run_dir}: no .wandb file")
-    run: dict[str, Any] = {"project": None, "group": None, "name": None, "config": {}, "history": []}
-    for raw in _wandb_records(files[0]):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
+    run: dict[str, Any] = {"project": None, "group": None, "name": None, "config": {}, "history": [],
+                           "finished": finished}  # fmt: skip
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.update(project=record.run.project, group=record.run.run_group, name=record.run.display_name)

@@ -1,0 +1,243 @@
+"""The offline sweep runner (sweep.py / t5kit.sweep).
+
+A real sweep: 3 trials of a tiny model on an SST-2 slice of the real GLUE files, interrupted during the second trial
+and resumed: the first trial is not run again, the interrupted one runs again with its parameters, the results
+table lists 3 trials and names the best. The runner's mechanics (hyperband stopping, failed trials, grid end,
+mistakes in the sweep file) are checked with a stand-in program that logs a metric the way the scripts do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import yaml
+from absl.testing import absltest
+
+from t5kit import sweep as sweep_lib
+from tests.helpers import REPO, SHARED_DATA
+
+# Logs eval_loss = quality + 1/i at evaluation i to metrics.jsonl, as T5Trainer does, then all_results.json.
+FAKE_PROGRAM = """
+import argparse, json, pathlib, time
+p = argparse.ArgumentParser()
+p.add_argument("--output_dir", required=True)
+p.add_argument("--quality", type=float, default=1.0)
+p.add_argument("--evals", type=int, default=4)
+p.add_argument("--sleep", type=float, default=0.05)
+p.add_argument("--fail", default="False")
+a = p.parse_args()
+out = pathlib.Path(a.output_dir)
+out.mkdir(parents=True, exist_ok=True)
+if a.fail == "True":
+    raise SystemExit("boom: asked to fail")
+for i in range(1, a.evals + 1):
+    loss = a.quality + 1.0 / i
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 10 * i, "eval_loss": loss}) + "\\n")
+    time.sleep(a.sleep)
+(out / "all_results.json").write_text(json.dumps({"eval_loss": loss}))
+"""
+
+
+def write_yaml(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+class RunnerMechanicsTest(absltest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(self.create_tempdir().full_path)
+        self.program = self.tmp / "prog.py"
+        self.program.write_text(FAKE_PROGRAM)
+
+    def sweep(self, **overrides) -> dict:
+        config = {
+            "program": str(self.program),
+            "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+            "method": "grid",
+            "metric": {"name": "eval/loss", "goal": "minimize"},
+            "parameters": {"quality": {"values": [0.1, 0.2, 5.0]}, "evals": {"value": 40}},
+        }
+        config.update(overrides)
+        return config
+
+    def run_sweep(self, config: dict, *args: str, name="s") -> tuple[int, Path]:
+        path = write_yaml(self.tmp / f"{name}.yaml", config)
+        out = self.tmp / f"{name}-out"
+        code = sweep_lib.main([str(path), "--sweep_dir", str(out), "--poll_s", "0.05", *args])
+        return code, out
+
+    def test_hyperband_stops_a_trial_that_falls_behind(self):
+        config = self.sweep(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2})
+        config["parameters"]["evals"] = {"value": 4}
+        config["parameters"]["sleep"] = {"value": 0.3}  # the third trial would run 40 x 0.3 s unless stopped
+        config["parameters"]["quality"] = {"values": [0.1, 0.2, 5.0]}
+        code, out = self.run_sweep(config, "--count", "10")
+        self.assertEqual(code, 0)
+        trials = json.loads((out / "sweep_state.json").read_text())["trials"]
+        self.assertEqual([t["state"] for t in trials], ["finished", "finished", "stopped"])  # the grid has 3 points
+        self.assertLess(len(trials[2]["history"]), 4)
+        self.assertIn("Best: **trial-001**", (out / "results.md").read_text())
+
+    def test_failed_trial_is_recorded_and_the_sweep_goes_on(self):
+        config = self.sweep(parameters={"fail": {"values": ["True", "False"]}, "evals": {"value": 2}})
+        code, out = self.run_sweep(config, "--count", "5")
+        self.assertEqual(code, 0)
+        trials = json.loads((out / "sweep_state.json").read_text())["trials"]
+        self.assertEqual([t["state"] for t in trials], ["failed", "finished"])
+        self.assertIn("boom: asked to fail", (out / "logs" / "trial-001.log").read_text())
+        rows = (out / "results.csv").read_text().splitlines()
+        self.assertLen(rows, 3)
+        self.assertTrue((out / "results.png").stat().st_size > 0)
+
+    def assert_usage_error(self, config_text: str, pattern: str, *args: str):
+        path = self.tmp / "bad.yaml"
+        path.write_text(config_text)
+        with self.assertRaisesRegex(sweep_lib.SweepError, pattern):
+            sweep_lib.Runner(sweep_lib.build_parser().parse_args([str(path), "--sweep_dir", str(self.tmp / "o"), *args]))
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(self.tmp / "o"), *args]), sweep_lib.EXIT_USAGE)
+
+    def test_mistakes_name_the_file_and_line(self):
+        good = yaml.safe_dump(self.sweep(), sort_keys=False)
+        self.assert_usage_error("program: x.py\nmethod: grid\nparameters:\n  a: [1\n", r"bad\.yaml:\d+: not valid YAML")
+        unknown = good.replace("  evals:\n", "  learning_rat:\n    value: 1\n  evals:\n")
+        line = unknown.splitlines().index("  learning_rat:") + 1
+        self.assert_usage_error(unknown, rf"bad\.yaml:{line}: parameter 'learning_rat' is not a flag of prog\.py")
+        self.assert_usage_error(good.replace(str(self.program), "missing.py"), r"bad\.yaml:1: program missing\.py not found")
+        self.assert_usage_error(good.replace("method: grid", "method: sobol"), r"bad\.yaml:\d+: method must be one of")
+        self.assert_usage_error(good, r"--set nope=\.\.\.: 'nope' is not a flag of prog\.py", "--set", "nope=1")
+
+    def test_resume_keeps_the_done_trials(self):
+        config = self.sweep(parameters={"quality": {"values": [0.3, 0.1, 0.2]}, "evals": {"value": 2}})
+        code, out = self.run_sweep(config, "--count", "1")
+        self.assertEqual(code, 0)
+        first = (out / "logs" / "trial-001.log").read_text()
+        code, out = self.run_sweep(config, "--count", "3")
+        self.assertEqual(code, 0)
+        trials = json.loads((out / "sweep_state.json").read_text())["trials"]
+        self.assertEqual([t["params"]["quality"] for t in trials], [0.3, 0.1, 0.2])
+        self.assertEqual([t["attempts"] for t in trials], [1, 1, 1])
+        self.assertEqual((out / "logs" / "trial-001.log").read_text(), first)
+        self.assertIn("Best: **trial-002**", (out / "results.md").read_text())
+        # Another sweep file in the same folder is refused.
+        config["parameters"]["evals"] = {"value": 3}
+        path = write_yaml(self.tmp / "s.yaml", config)
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), sweep_lib.EXIT_USAGE)
+
+
+SST2_SWEEP = {
+    "program": "fine_tune_t5.py",
+    "command": ["accelerate", "launch", "${program}", "${args}"],
+    "method": "bayes",
+    "metric": {"name": "eval/accuracy", "goal": "maximize"},
+    "parameters": {
+        "benchmark": {"value": "glue"},
+        "dataset_name": {"value": "sst2"},
+        "data_dir": {"value": str(SHARED_DATA / "glue")},
+        "model_config": {"value": "tiny"},
+        "vocab_size": {"value": 500},
+        "do_train": {"value": True},
+        "do_eval": {"value": True},
+        "max_train_samples": {"value": 320},
+        "max_eval_samples": {"value": 32},
+        "max_steps": {"value": 12},
+        "eval_strategy": {"value": "steps"},
+        "eval_steps": {"value": 6},
+        "eval_mode": {"value": "rank"},
+        "per_device_train_batch_size": {"value": 16},
+        "logging_steps": {"value": 3},
+        "report_to": {"value": "none"},
+        "disable_tqdm": {"value": True},
+        "seed": {"value": 0},
+        "learning_rate": {"distribution": "log_uniform_values", "min": 0.001, "max": 0.01},
+    },
+}
+
+
+class RealSweepTest(absltest.TestCase):
+    def test_three_trials_on_sst2_interrupted_and_resumed(self):
+        tmp = Path(self.create_tempdir().full_path)
+        path = write_yaml(tmp / "sst2.yaml", SST2_SWEEP)
+        out = tmp / "sweep"
+        # --launcher python: one plain process per trial (no accelerate config on this CPU machine).
+        command = [sys.executable, str(REPO / "sweep.py"), str(path), "--count", "3", "--launcher", "python",
+                   "--sweep_dir", str(out), "--poll_s", "0.5"]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        runner = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        state_path = out / "sweep_state.json"
+        deadline = time.time() + 240
+        while time.time() < deadline and runner.poll() is None:  # interrupt once the second trial has started
+            trials = json.loads(state_path.read_text())["trials"] if state_path.is_file() else []
+            if len(trials) == 2 and trials[1]["state"] == "running" and (out / "logs" / "trial-002.log").is_file():
+                runner.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.2)
+        output, _ = runner.communicate(timeout=120)
+        self.assertEqual(runner.returncode, sweep_lib.EXIT_INTERRUPTED, output)
+        self.assertIn("rerun the same command to resume", output)
+        trials = json.loads(state_path.read_text())["trials"]
+        self.assertEqual([t["state"] for t in trials], ["finished", "running"])
+        interrupted_params = trials[1]["params"]
+        first_log = (out / "logs" / "trial-001.log").read_text()
+
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("trial-002 was interrupted", result.stdout)
+        self.assertNotIn("reading the flags", result.stdout)  # cached in the state file
+        trials = json.loads(state_path.read_text())["trials"]
+        self.assertEqual([t["state"] for t in trials], ["finished"] * 3)
+        self.assertEqual([t["attempts"] for t in trials], [1, 2, 1])  # trial-001 was not run again
+        self.assertEqual(trials[1]["params"], interrupted_params)
+        self.assertEqual((out / "logs" / "trial-001.log").read_text(), first_log)
+        for trial in trials:
+            run = Path(trial["output_dir"])
+            self.assertEqual(run.parent, out / "trials")
+            accuracy = json.loads((run / "all_results.json").read_text())["eval_accuracy"]
+            self.assertAlmostEqual(trial["metric"], accuracy)
+            self.assertGreaterEqual(len(trial["history"]), 2)  # read from metrics.jsonl
+        table = (out / "results.md").read_text()
+        for name in ("trial-001", "trial-002", "trial-003"):
+            self.assertIn(name, table)
+        best = max(trials, key=lambda t: t["metric"])
+        self.assertIn(f"Best: **{best['name']}** with eval/accuracy = {best['metric']:.4f}", table)
+        self.assertIn(f"best: {best['name']}", result.stdout)
+        self.assertLen((out / "results.csv").read_text().splitlines(), 4)
+        self.assertTrue((out / "results.png").stat().st_size > 0)
+
+
+class CommandTest(absltest.TestCase):
+    def test_launchers(self):
+        sweep = {"command": ["${env}", "${interpreter}", "${program}", "${args}"]}
+        args = ["--a=1", "--do_train=True"]
+        self.assertEqual(sweep_lib.build_command(sweep, "yaml", Path("p.py"), args)[1:], [sys.executable, "p.py", *args])
+        self.assertEqual(sweep_lib.build_command(sweep, "python", Path("p.py"), args), [sys.executable, "p.py", *args])
+        custom = sweep_lib.build_command(sweep, "torchrun --nproc_per_node 2", Path("p.py"), args)
+        self.assertEqual(custom[1:], ["--nproc_per_node", "2", "p.py", *args])
+        flags = {"command": ["${interpreter}", "${program}", "${args_no_boolean_flags}"]}
+        self.assertEqual(sweep_lib.build_command(flags, "yaml", Path("p.py"), args)[2:], ["--a=1", "--do_train"])
+
+    def test_trainer_keys(self):
+        self.assertEqual(sweep_lib.trainer_key("eval/accuracy"), "eval_accuracy")
+        self.assertEqual(sweep_lib.trainer_key("train/loss"), "loss")
+        self.assertEqual(sweep_lib.trainer_key("eval_loss"), "eval_loss")
+
+    def test_metrics_log_after_a_resume(self):
+        from t5kit.tracking import read_metrics_log
+
+        path = Path(self.create_tempdir().full_path) / "metrics.jsonl"
+        rows = [{"step": 5, "eval_loss": 3}, {"step": 10, "eval_loss": 2}, {"step": 15, "eval_loss": 1},
+                {"step": 10, "eval_loss": 2.5}, {"step": 15, "eval_loss": 1.5}]  # fmt: skip
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 2')  # and a torn last line
+        self.assertEqual([r["eval_loss"] for r in read_metrics_log(path)], [3, 2.5, 1.5])
+
+
+if __name__ == "__main__":
+    absltest.main()
