@@ -23,6 +23,8 @@ Resumable: rerun the same command after an interruption. Finished trials are kep
 run again with the same parameters, resuming from its last checkpoint where the program has
 `--resume_from_checkpoint` (`latest`), from scratch otherwise. `--count N` is the number of trials the sweep holds
 in all (earlier ones included); a grid also ends when every point has run.
+A trial that exits 75 (pre-empted after its checkpoint) stops the runner with 75 as well, and so does SIGTERM
+to the runner (it stops the running trial first), so a SLURM requeue resumes both; Ctrl-C exits 130. One runner per sweep folder (a lock file holds its pid).
 Mistakes exit with status 2 and one line: invalid YAML (file:line), a parameter that is no flag of the program
 (file:line), a missing program.
 """
@@ -52,6 +54,10 @@ from t5kit.tracking import METRICS_LOG, read_metrics_log
 STATE_FILE = "sweep_state.json"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# A trial that exits 75 was pre-empted after saving a checkpoint (t5kit.fault_tolerance.EXIT_PREEMPTED): the runner
+# stops too, with the same status, so a SLURM requeue resumes the sweep and the trial.
+EXIT_PREEMPTED = 75
+LOCK_FILE = ".runner.lock"
 METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -65,6 +71,10 @@ class SweepError(Exception):
 
 
 class Interrupted(Exception):
+    pass
+
+
+class TrialPreempted(Exception):
     pass
 
 
@@ -346,6 +356,7 @@ class Runner:
         self.metric_name = self.sweep["metric"]["name"]
         self.goal = self.sweep["metric"]["goal"]
         self.child: subprocess.Popen | None = None
+        self.locked = False
 
     # ---- state
     def load_state(self) -> dict:
@@ -382,8 +393,31 @@ class Runner:
         return self.state["trials"]
 
     # ---- main loop
-    def run(self) -> int:
+    def lock(self) -> None:
+        """One runner per sweep folder: a second one would run the same trials and overwrite the state."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / LOCK_FILE
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                pid = None  # a runner that died: its lock is stale
+            except PermissionError:
+                pass
+            if pid is not None:
+                raise SweepError(f"{self.dir}: another sweep runner (pid {pid}) is using this folder")
+        path.write_text(str(os.getpid()))
+        self.locked = True
+
+    def unlock(self) -> None:
+        (self.dir / LOCK_FILE).unlink(missing_ok=True)
+
+    def run(self) -> int:
+        self.lock()
         self.save_state()
         done = [t for t in self.trials if t["state"] in DONE_STATES]
         if done:
@@ -446,6 +480,9 @@ class Runner:
             self.child = None
         trial["wall_s"] = round(time.time() - start, 1)
         trial["returncode"] = returncode
+        if returncode == EXIT_PREEMPTED and not stopped:
+            self.save_state()  # still "running": the next start resumes it from its checkpoint
+            raise TrialPreempted(f"{trial['name']} was pre-empted (exit {EXIT_PREEMPTED}) after its checkpoint")
         trial["history"] = metric_history(out, self.metric_name)
         trial["metric"] = final_metric(out, self.metric_name, trial["history"]) if returncode == 0 or stopped else (
             trial["history"][-1] if trial["history"] else None)  # fmt: skip
@@ -641,10 +678,19 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
         return runner.run()
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrialPreempted as err:
+        print(f"[sweep] {err}; rerun the same command (or let SLURM requeue) to resume", flush=True)
+        return EXIT_PREEMPTED
     except (KeyboardInterrupt, Interrupted) as err:
         runner.stop_child()
         runner.save_state()
         print(f"\n[sweep] interrupted ({err or 'SIGINT'}); rerun the same command to resume", flush=True)
-        return EXIT_INTERRUPTED
+        # SIGTERM (SLURM pre-emption, scancel): 75 like the scripts, so a requeue resumes; Ctrl-C: 130.
+        return EXIT_PREEMPTED if isinstance(err, Interrupted) else EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if runner.locked:
+            runner.unlock()

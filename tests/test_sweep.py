@@ -32,11 +32,16 @@ p.add_argument("--quality", type=float, default=1.0)
 p.add_argument("--evals", type=int, default=4)
 p.add_argument("--sleep", type=float, default=0.05)
 p.add_argument("--fail", default="False")
+p.add_argument("--preempt_once", default="False")
+p.add_argument("--resume_from_checkpoint")
 a = p.parse_args()
 out = pathlib.Path(a.output_dir)
 out.mkdir(parents=True, exist_ok=True)
 if a.fail == "True":
     raise SystemExit("boom: asked to fail")
+if a.preempt_once == "True" and not (out / "preempted").exists():
+    (out / "preempted").write_text("")
+    raise SystemExit(75)
 for i in range(1, a.evals + 1):
     loss = a.quality + 1.0 / i
     with open(out / "metrics.jsonl", "a") as f:
@@ -97,6 +102,23 @@ class RunnerMechanicsTest(absltest.TestCase):
         rows = (out / "results.csv").read_text().splitlines()
         self.assertLen(rows, 3)
         self.assertTrue((out / "results.png").stat().st_size > 0)
+
+    def test_preempted_trial_stops_the_runner_and_resumes(self):
+        # Each trial exits 75 (pre-empted after a checkpoint) on its first attempt.
+        config = self.sweep(parameters={"preempt_once": {"value": "True"}, "quality": {"values": [0.1, 0.2]}})
+        codes = [self.run_sweep(config, "--count", "2")[0] for _ in range(3)]
+        self.assertEqual(codes, [sweep_lib.EXIT_PREEMPTED, sweep_lib.EXIT_PREEMPTED, 0])
+        out = self.tmp / "s-out"
+        self.assertFalse((out / sweep_lib.LOCK_FILE).exists())
+        trials = json.loads((out / "sweep_state.json").read_text())["trials"]
+        self.assertEqual([(t["state"], t["attempts"]) for t in trials], [("finished", 2), ("finished", 2)])
+
+    def test_one_runner_per_folder(self):
+        out = self.tmp / "locked"
+        out.mkdir()
+        (out / sweep_lib.LOCK_FILE).write_text(str(os.getppid()))  # a live process
+        path = write_yaml(self.tmp / "l.yaml", self.sweep())
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), sweep_lib.EXIT_USAGE)
 
     def assert_usage_error(self, config_text: str, pattern: str, *args: str):
         path = self.tmp / "bad.yaml"
@@ -181,7 +203,7 @@ class RealSweepTest(absltest.TestCase):
                 break
             time.sleep(0.2)
         output, _ = runner.communicate(timeout=120)
-        self.assertEqual(runner.returncode, sweep_lib.EXIT_INTERRUPTED, output)
+        self.assertEqual(runner.returncode, sweep_lib.EXIT_PREEMPTED, output)  # SIGTERM: resume on requeue
         self.assertIn("rerun the same command to resume", output)
         trials = json.loads(state_path.read_text())["trials"]
         self.assertEqual([t["state"] for t in trials], ["finished", "running"])
