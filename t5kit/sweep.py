@@ -148,6 +148,18 @@ def load_sweep(path: Path) -> dict:
         for name, spec in params.items():
             if "value" not in spec and "values" not in spec:
                 fail(("parameters", str(name)), f"method grid needs value/values for every parameter ({name!r})")
+    # The schema the W&B server checks `wandb sweep` files against (it ships with the sweeps package).
+    try:
+        _sweeps().SweepConfig(sweep)
+    except Exception as err:  # noqa: BLE001 - jsonschema.ValidationError and the package's own ValueErrors
+        where = [str(k) for k in getattr(err, "absolute_path", [])]
+        instance = getattr(err, "instance", None)
+        if not where:  # parameters are checked one by one, without a path: find the one that failed
+            where = next((["parameters", str(n)] for n, spec in params.items()
+                          if spec == instance or repr(spec) in str(err)), [])  # fmt: skip
+        line = _line_of(path, tuple(where), text) if where else None
+        message = str(getattr(err, "message", None) or err).splitlines()[0]
+        raise SweepError(f"{path}:{line or 1}: not a valid W&B sweep config ({message})") from None
     return sweep
 
 

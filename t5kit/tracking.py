@@ -104,7 +104,10 @@ def flags_config(args, flag_groups: tuple = ()) -> dict[str, Any]:
         if dataclasses.is_dataclass(group):
             for item in dataclasses.fields(group):
                 config[item.name] = _plain(getattr(group, item.name))
-    config.update(args.to_dict())
+    config.update(args.to_dict())  # the Trainer's own dict: hub tokens are already replaced by placeholders
+    for key in config:
+        if key.endswith("_token") and config[key] is not None:
+            config[key] = f"<{key.upper()}>"  # never a secret in the tracker (as TrainingArguments.to_dict does)
     return config
 
 

@@ -136,6 +136,9 @@ class RunnerMechanicsTest(absltest.TestCase):
         self.assert_usage_error(good.replace(str(self.program), "missing.py"), r"bad\.yaml:1: program missing\.py not found")
         self.assert_usage_error(good.replace("method: grid", "method: sobol"), r"bad\.yaml:\d+: method must be one of")
         self.assert_usage_error(good, r"--set nope=\.\.\.: 'nope' is not a flag of prog\.py", "--set", "nope=1")
+        schema = good.replace("    values:\n", "    distribution: normalish\n    values:\n", 1)
+        line = schema.splitlines().index("  quality:") + 1
+        self.assert_usage_error(schema, rf"bad\.yaml:{line}: not a valid W&B sweep config")
 
     def test_resume_keeps_the_done_trials(self):
         config = self.sweep(parameters={"quality": {"values": [0.3, 0.1, 0.2]}, "evals": {"value": 2}})

@@ -111,6 +111,19 @@ class WandbModeTest(absltest.TestCase):
             with self.env(WANDB_MODE=mode, WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9"):
                 self.assertEqual(tracking.choose_wandb_mode(), mode)
 
+    def test_config_has_every_group_and_no_token(self):
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Group:
+            dataset_name: str = "sst2"
+            hub_token: str | None = "hf_secret"
+
+        args = mock.Mock(to_dict=lambda: {"learning_rate": 0.1, "push_to_hub_token": None})
+        config = tracking.flags_config(args, (Group(),))
+        self.assertEqual(config, {"dataset_name": "sst2", "hub_token": "<HUB_TOKEN>", "learning_rate": 0.1,
+                                  "push_to_hub_token": None})  # fmt: skip
+
     def test_failed_start_restarts_offline(self):
         args = mock.Mock(run_name="r", report_to=["wandb"])
         with self.env(WANDB_PROJECT="p"), mock.patch("wandb.init", side_effect=[RuntimeError("timed out"), None]) as init:
