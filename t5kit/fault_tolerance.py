@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -178,17 +180,27 @@ def _move_into_place(staging: Path, final: Path) -> None:
 _received: list[str] = []  # names of pre-emption signals received by this process
 
 
-def install_preemption_handlers() -> None:
-    """SIGTERM/SIGUSR1 only set a flag; the trainer saves and exits at the next optimizer step."""
+def _note_signal(signum, frame) -> None:
+    name = signal.Signals(signum).name
+    if not _received:
+        logger.warning("%s received: saving a checkpoint at the next step, then exiting %d", name, EXIT_PREEMPTED)
+    _received.append(name)
 
-    def note(signum, frame):
-        name = signal.Signals(signum).name
-        if not _received:
-            logger.warning("%s received: saving a checkpoint at the next step, then exiting %d", name, EXIT_PREEMPTED)
-        _received.append(name)
 
-    for sig in PREEMPTION_SIGNALS:
-        signal.signal(sig, note)
+@contextlib.contextmanager
+def preemption_signals():
+    """While training, SIGTERM/SIGUSR1 only set a flag (the trainer saves and exits at the next optimizer step);
+    the previous handlers come back afterwards, so in-process callers keep their own."""
+    _received.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {sig: signal.signal(sig, _note_signal) for sig in PREEMPTION_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _any_process(trainer, flags: list[bool]) -> list[bool]:
@@ -212,10 +224,6 @@ class FaultToleranceCallback(TrainerCallback):
     def observe_loss(self, loss: torch.Tensor) -> None:
         bad = ~torch.isfinite(loss.detach())
         self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if _received:  # signalled while the data was prepared: nothing new to save
-            raise Preempted(f"{_received[0]} received before training started; no new checkpoint")
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         nonfinite = bool(self._nonfinite) if self._nonfinite is not None else False

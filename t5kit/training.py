@@ -92,7 +92,6 @@ def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_
     # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
     transformers.set_seed(args.seed)
     check_launch(args)
-    ft.install_preemption_handlers()
     resume = prepare_output_dir(args)
     configure_trackers(args, run_name, group, flag_groups)
     return resume
@@ -139,6 +138,10 @@ class T5Trainer(Seq2SeqTrainer):
         super().__init__(*args, **kwargs)
         self.fault_tolerance = ft.FaultToleranceCallback(self)
         self.add_callback(self.fault_tolerance)
+
+    def train(self, *args, **kwargs):
+        with ft.preemption_signals():
+            return super().train(*args, **kwargs)
 
     def _save_checkpoint(self, model, trial) -> None:
         ft.save_checkpoint(self, trial)

@@ -7,9 +7,7 @@ counted in all_results.json instead.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import json
 import os
 import tempfile
@@ -24,8 +22,8 @@ import fine_tune_t5
 import pre_train_t5
 from t5kit import fault_tolerance as ft
 from t5kit.tokenizer import train_tokenizer
-from t5kit.training import EXIT_USAGE, T5Trainer, run_main
-from tests.helpers import corpus_slice
+from t5kit.training import EXIT_USAGE, T5Trainer
+from tests.helpers import corpus_slice, run_script_here
 
 SCRIPTS = {"pretrain": pre_train_t5.main, "finetune": fine_tune_t5.main}
 PRETRAIN = ["--model_config", "tiny", "--input_length", "32", "--per_device_train_batch_size", "4", "--max_steps", "2",
@@ -59,15 +57,7 @@ CATALOGUE = [
 
 
 def run_script(script: str, argv: list[str]) -> tuple[int, str]:
-    """(exit status, stderr) of the script's command-line entry point, run in this process."""
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        try:
-            run_main(SCRIPTS[script], argv)
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-    return code, stderr.getvalue()
+    return run_script_here(SCRIPTS[script], argv)
 
 
 class BadInputTest(parameterized.TestCase):
@@ -189,16 +179,21 @@ class BadInputTest(parameterized.TestCase):
 
     def test_empty_documents_are_skipped_and_counted(self):
         blank = sum(not line.strip() for line in self.corpus.read_text(encoding="utf-8").splitlines())
-        results = pre_train_t5.main(["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "1",
-                                     "--save_strategy", "no", *self.out])  # fmt: skip
+        code, output = run_script("pretrain", ["--train_files", str(self.corpus), *self.tok, *PRETRAIN,
+                                               "--max_steps", "1", "--save_strategy", "no", *self.out])  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
+        results = json.loads((self.tmp / "out" / "all_results.json").read_text())
         self.assertGreater(blank, 0)
         self.assertEqual(results["corpus_empty_documents_skipped"], blank)
 
     def test_overlong_texts_are_truncated_and_counted(self):
         rows = [("short one", "a"), ("a much longer input " * 20, "b"), ("short two", "a")]
         path = self.write("dev.jsonl", "".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in rows))
-        results = fine_tune_t5.main(["--benchmark", "custom", "--validation_file", path, "--do_eval",
-                                     "--max_source_length", "16", *self.tok, *FINETUNE, *self.out])  # fmt: skip
+        code, output = run_script("finetune", ["--benchmark", "custom", "--validation_file", path, "--do_eval",
+                                               "--max_source_length", "16", "--max_target_length", "4", *self.tok,
+                                               *FINETUNE, *self.out])  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
+        results = json.loads((self.tmp / "out" / "all_results.json").read_text())
         self.assertEqual((results["sources_truncated"], results["targets_truncated"]), (1, 0))
 
 

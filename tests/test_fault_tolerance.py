@@ -7,8 +7,6 @@ schedule, optimizer, accumulation position and epoch to carry across each kill.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import os
@@ -23,11 +21,12 @@ import torch
 from absl.testing import absltest
 from safetensors.torch import load_file
 
+import fine_tune_t5
 import pre_train_t5
 from t5kit import fault_tolerance as ft
 from t5kit.tokenizer import train_tokenizer
-from t5kit.training import T5Trainer, run_main
-from tests.helpers import REPO, SHARED_DATA, corpus_slice
+from t5kit.training import T5Trainer
+from tests.helpers import REPO, SHARED_DATA, corpus_slice, run_script_here
 
 SECRETS = {"WANDB_API_KEY": "wandb-secret-4f1c9e", "HF_TOKEN": "hf_secret_77ab12"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **SECRETS}
@@ -68,8 +67,10 @@ class PretrainKillResumeTest(absltest.TestCase):
         texts = [line for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
         train_tokenizer(texts, vocab_size=300, output_dir=cls.tmp / "tok")
         cls.argv = ["--train_files", str(corpus), "--tokenizer_name_or_path", str(cls.tmp / "tok"), *PRETRAIN]
-        cls.reference = run("none", "pre_train_t5.py", [*cls.argv, "--output_dir", str(cls.tmp / "ref")])
-        assert cls.reference.returncode == 0, cls.reference.stderr[-3000:]
+        code, cls.reference_output = run_script_here(
+            pre_train_t5.main, [*cls.argv, "--output_dir", str(cls.tmp / "ref")], env=SECRETS
+        )
+        assert code == 0, cls.reference_output[-3000:]
         cls.ref_trace = trace(cls.tmp / "ref")
 
     @classmethod
@@ -119,13 +120,13 @@ class PretrainKillResumeTest(absltest.TestCase):
     def test_secrets_are_never_logged_or_saved(self):
         """WANDB_API_KEY and HF_TOKEN from the environment appear in no output, run file or checkpoint."""
         for name, secret in SECRETS.items():
-            self.assertNotIn(secret, self.reference.stdout + self.reference.stderr, name)
+            self.assertNotIn(secret, self.reference_output, name)
             for path in (self.tmp / "ref").rglob("*"):
                 if path.is_file():
                     self.assertNotIn(secret.encode(), path.read_bytes(), f"{name} in {path}")
 
     def run_with_nan_at_micro_batch(self, micro_batch: int, *extra: str) -> tuple[int, str, Path]:
-        """Runs pre_train_t5 in this process (no start-up cost) with one NaN loss; (exit code, stderr, run folder)."""
+        """Runs pre_train_t5 in this process with one NaN loss; (exit code, output, run folder)."""
         out = Path(tempfile.mkdtemp(dir=self.tmp))
         original, seen = T5Trainer.compute_loss, {"count": 0}
 
@@ -137,14 +138,9 @@ class PretrainKillResumeTest(absltest.TestCase):
                     return loss * float("nan")
             return loss
 
-        stderr = io.StringIO()
-        with mock.patch.object(T5Trainer, "compute_loss", compute_loss), contextlib.redirect_stderr(stderr):
-            try:
-                run_main(pre_train_t5.main, [*self.argv, *extra, "--output_dir", str(out)])
-                code = 0
-            except SystemExit as exit:
-                code = exit.code
-        return code, stderr.getvalue(), out
+        with mock.patch.object(T5Trainer, "compute_loss", compute_loss):
+            code, output = run_script_here(pre_train_t5.main, [*self.argv, *extra, "--output_dir", str(out)])
+        return code, output, out
 
     def test_nonfinite_loss_stops_with_step_and_hint_saving_nothing_corrupt(self):
         code, stderr, out = self.run_with_nan_at_micro_batch(5, "--max_steps", "4")  # step 3
@@ -180,8 +176,8 @@ class FineTuneKillResumeTest(absltest.TestCase):
             "--logging_steps", "1", "--seed", "3", "--report_to", "none", "--disable_tqdm", "True", "--do_train",
             "--do_eval",
         ]  # fmt: skip
-        ref = run("none", "fine_tune_t5.py", [*argv, "--output_dir", str(tmp / "ref")])
-        self.assertEqual(ref.returncode, 0, ref.stderr[-3000:])
+        code, output = run_script_here(fine_tune_t5.main, [*argv, "--output_dir", str(tmp / "ref")])
+        self.assertEqual(code, 0, output[-3000:])
         ref_state = json.loads((tmp / "ref" / "trainer_state.json").read_text())
         self.assertEqual(ref_state["global_step"], 9)  # accuracy never improves after step 3: patience 2 stops at 9
         out = tmp / "killed"
