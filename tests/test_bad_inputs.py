@@ -157,7 +157,7 @@ class BadInputTest(parameterized.TestCase):
 
         self.enter_context(mock.patch.object(T5Trainer, "_save_rng_state", save_rng_state))
         return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "6", "--save_steps", "2",
-                *self.out]  # fmt: skip
+                "--save_total_limit", "1", *self.out]  # fmt: skip
 
     @parameterized.named_parameters(CATALOGUE)
     def test_one_clear_error(self, script, pattern):
@@ -169,6 +169,8 @@ class BadInputTest(parameterized.TestCase):
         self.assertNotIn("Traceback", stderr)
 
     def test_disk_full_leaves_the_previous_checkpoint_loadable(self):
+        """With --save_total_limit 1, checkpoint-2 is the only complete checkpoint when the save of checkpoint-4
+        fails: it must survive, loadable."""
         code, _ = run_script("pretrain", self.case_disk_full_during_save())
         self.assertEqual(code, EXIT_USAGE)
         out = self.tmp / "out"
