@@ -374,16 +374,26 @@ class EpochIndexedBlocks(torch.utils.data.Dataset):
 
 
 class StreamIndexedBlocks(torch.utils.data.IterableDataset):
-    """A streamed corpus with running positions as `idx` (deterministic for a fixed stream order)."""
+    """A streamed corpus with running positions as `idx` (deterministic for a fixed stream order).
+
+    `resume_at(epoch, position)` makes that epoch start at a stream position, skipping rows at the source (they are
+    still read, tokenized and packed, but never batched or collated); idx keeps counting from `position`.
+    """
 
     def __init__(self, blocks: datasets.IterableDataset):
         self.blocks = blocks
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self.blocks.set_epoch(epoch)
 
+    def resume_at(self, epoch: int, position: int) -> None:
+        self._resume = (int(epoch), int(position))
+
     def __iter__(self):
-        for idx, row in enumerate(self.blocks):
+        start = self._resume[1] if self._resume and self._resume[0] == self.epoch else 0
+        rows = self.blocks.skip(start) if start else self.blocks
+        for idx, row in enumerate(rows, start=start):
             yield {"input_ids": np.asarray(row["input_ids"]), "idx": idx, "epoch": self.epoch}

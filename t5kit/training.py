@@ -158,6 +158,32 @@ class T5Trainer(Seq2SeqTrainer):
             return ft.EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 
+    def _init_training_state(self, *args, **kwargs):
+        epochs, skip = super()._init_training_state(*args, **kwargs)
+        if skip and hasattr(self.train_dataset, "resume_at"):
+            # A stream is fast-forwarded at its source, not by fetching and collating the skipped batches
+            # (accelerate's skip for iterable datasets). The RNG state is restored after the first fetch, where
+            # the Trainer restores it when it skips batches itself.
+            examples = skip * self.args.per_device_train_batch_size * self.args.world_size
+            self.train_dataset.resume_at(epochs, examples)
+            self._deferred_rng_checkpoint = True
+            return epochs, 0
+        return epochs, skip
+
+    def _load_rng_state(self, checkpoint):
+        if getattr(self, "_deferred_rng_checkpoint", None) is True:
+            self._deferred_rng_checkpoint = checkpoint
+            return
+        super()._load_rng_state(checkpoint)
+
+    def get_batch_samples(self, *args, **kwargs):
+        batches = super().get_batch_samples(*args, **kwargs)
+        checkpoint = getattr(self, "_deferred_rng_checkpoint", None)
+        if checkpoint:
+            self._deferred_rng_checkpoint = None
+            super()._load_rng_state(checkpoint)
+        return batches
+
     def _run_epoch(self, *args, **kwargs):
         # accelerate's DataLoaderShard.set_epoch skips the dataset when a sampler took the call, as it does for the
         # dataloader that skips a resumed epoch's trained batches: the masks' epoch would stay 0. Set it here.

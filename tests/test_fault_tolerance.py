@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 import fine_tune_t5
 import pre_train_t5
+from data_collators import T5DataCollator
 from t5kit import fault_tolerance as ft
 from t5kit.tokenizer import train_tokenizer
 from t5kit.training import T5Trainer
@@ -124,6 +125,25 @@ class PretrainKillResumeTest(absltest.TestCase):
             for path in (self.tmp / "ref").rglob("*"):
                 if path.is_file():
                     self.assertNotIn(secret.encode(), path.read_bytes(), f"{name} in {path}")
+
+    def test_streamed_corpus_resumes_exactly_without_collating_skipped_batches(self):
+        argv = [*self.argv, "--streaming", "--max_steps", "6", "--save_steps", "3"]  # later flags win
+        ref, resumed = self.tmp / "stream-ref", self.tmp / "stream-resumed"
+        code, output = run_script_here(pre_train_t5.main, [*argv, "--output_dir", str(ref)])
+        self.assertEqual(code, 0, output[-3000:])
+        shutil.copytree(ref / "checkpoint-3", resumed / "checkpoint-3")
+        original, batches = T5DataCollator.__call__, []
+
+        def collate(collator, examples):
+            batches.append(len(examples))
+            return original(collator, examples)
+
+        with mock.patch.object(T5DataCollator, "__call__", collate):
+            code, output = run_script_here(pre_train_t5.main, [*argv, "--output_dir", str(resumed), *RESUME])
+        self.assertEqual(code, 0, output[-3000:])
+        self.assertEqual(trace(resumed), trace(ref))
+        # Steps 4-6: 6 micro-batches, 1 fetched ahead by accelerate, 1 eval batch; the 6 skipped were never collated.
+        self.assertLen(batches, 8)
 
     def run_with_nan_at_micro_batch(self, micro_batch: int, *extra: str) -> tuple[int, str, Path]:
         """Runs pre_train_t5 in this process with one NaN loss; (exit code, output, run folder)."""
