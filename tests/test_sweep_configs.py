@@ -14,8 +14,10 @@ from absl.testing import absltest, parameterized
 
 from constants import get_task
 from t5kit import sweep_configs
-from t5kit.sweep import load_sweep, resolve_program
+from t5kit.args import parse_args
+from t5kit.sweep import format_arg, load_sweep, propose, resolve_program
 from tests.helpers import REPO
+from tests.test_repo_files import PROGRAM_GROUPS
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 # Written out here, not read from the table: the issue asks for these files.
@@ -81,6 +83,11 @@ class SweepConfigsTest(parameterized.TestCase):
         self.assertEqual(yaml.safe_load("command:\n" + "\n".join(f"  - {x}" for x in variant))["command"], variant)
         self.assertTrue((REPO / variant[variant.index("--config_file") + 1]).is_file())
         self.assertTrue((REPO / "zero_stage2_config.json").is_file())
+        # A trial the sweep engine proposes (sampled floats, ints, booleans as --name=value) parses.
+        params = propose(sweep, [], seed=0)
+        self.assertEqual(set(params), set(sweep["parameters"]))
+        groups = parse_args(PROGRAM_GROUPS[sweep["program"]], [format_arg(k, v) for k, v in params.items()])
+        self.assertEqual(groups[2].learning_rate, params["learning_rate"])
 
 
 if __name__ == "__main__":
