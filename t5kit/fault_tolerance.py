@@ -237,8 +237,10 @@ class FaultToleranceCallback(TrainerCallback):
         step = state.global_step + 1
         if self.nonfinite_steps_skipped >= args.skip_nonfinite_steps:
             skipped = f" ({self.nonfinite_steps_skipped} skipped before)" if self.nonfinite_steps_skipped else ""
+            # DeepSpeed's engine has already stepped inside backward(); elsewhere the update is not applied.
+            unapplied = "" if self.trainer.is_deepspeed_enabled else "this update was not applied and "
             raise NonFiniteLoss(
-                f"the loss or gradients became NaN/inf at step {step}{skipped}; this update was not applied and "
+                f"the loss or gradients became NaN/inf at step {step}{skipped}; {unapplied}"
                 f"no checkpoint holds it. Hints: use --bf16 (never fp16), lower --learning_rate or add "
                 f"--warmup_steps, keep --max_grad_norm on; --skip_nonfinite_steps N tolerates N such steps"
             )
