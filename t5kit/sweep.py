@@ -3,7 +3,8 @@
     python sweep.py sweeps/glue_sst2.yaml --count 20                       # the YAML's command (accelerate launch)
     python sweep.py sweeps/glue_sst2.yaml --count 3 --launcher python \\
         --set max_train_samples=2000 --sweep_dir runs/sweeps/sst2          # one plain process per trial
-    python sweep.py sweeps/glue_sst2.yaml --launcher "accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml"
+    python sweep.py sweeps/glue_sst2.yaml \
+        --launcher "accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml"    # DeepSpeed ZeRO-2
 
 What it does, per trial, one at a time:
 1. Proposes the trial's parameters with the `sweeps` package (W&B's own grid/random/bayes code), from the trials so
@@ -24,7 +25,8 @@ run again with the same parameters, resuming from its last checkpoint where the 
 `--resume_from_checkpoint` (`latest`), from scratch otherwise. `--count N` is the number of trials the sweep holds
 in all (earlier ones included); a grid also ends when every point has run.
 A trial that exits 75 (pre-empted after its checkpoint) stops the runner with 75 as well, and so does SIGTERM
-to the runner (it stops the running trial first), so a SLURM requeue resumes both; Ctrl-C exits 130. One runner per sweep folder (a lock file holds its pid).
+to the runner (it stops the running trial first), so a SLURM requeue resumes both; Ctrl-C exits 130.
+One runner per sweep folder (a lock file holds its pid).
 Mistakes exit with status 2 and one line: invalid YAML (file:line), a parameter that is no flag of the program
 (file:line), a missing program.
 """
@@ -113,7 +115,8 @@ def load_sweep(path: Path) -> dict:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise SweepError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(sweep, dict):
-        raise SweepError(f"{path}:1: expected a mapping (program, method, metric, parameters), got {type(sweep).__name__}")
+        kind = type(sweep).__name__
+        raise SweepError(f"{path}:1: expected a mapping (program, method, metric, parameters), got {kind}")
 
     def fail(keys: tuple[str, ...], message: str):
         line = _line_of(path, keys, text)
@@ -166,7 +169,10 @@ def load_sweep(path: Path) -> dict:
 def resolve_program(sweep: dict, sweep_file: Path) -> Path:
     """The program, relative to the current directory (as the W&B agent runs it), else to the YAML's repository."""
     program = Path(sweep["program"])
-    candidates = [program] if program.is_absolute() else [Path.cwd() / program, sweep_file.resolve().parent.parent / program]
+    if program.is_absolute():
+        candidates = [program]
+    else:
+        candidates = [Path.cwd() / program, sweep_file.resolve().parent.parent / program]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -454,8 +460,8 @@ class Runner:
         if best is None:
             print("[sweep] no trial logged the metric", flush=True)
             return 1
-        print(f"[sweep] best: {best['name']} {self.metric_name}={best['metric']:.4g} {describe(best['params'], self.searched())}",
-              flush=True)  # fmt: skip
+        params = describe(best["params"], self.searched())
+        print(f"[sweep] best: {best['name']} {self.metric_name}={best['metric']:.4g} {params}", flush=True)
         return 0
 
     def searched(self) -> list[str]:
@@ -486,7 +492,9 @@ class Runner:
         with log_path.open("a", encoding="utf-8") as log:
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
-            self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.child = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True  # own process group
+            )
             stopped = self.follow(trial, out)
             returncode = self.child.wait()
             self.child = None
@@ -585,8 +593,9 @@ def write_results(folder: Path, trials: list[dict], sweep: dict, metric_name: st
     rows = []
     for t in trials:
         metric = t.get("metric")
-        rows.append([t["name"], t["state"], "" if metric is None else f"{metric:.4f}",
-                     *(_short(t["params"].get(n)) for n in searched), t.get("wall_s", ""), t.get("output_dir", "")])  # fmt: skip
+        values = [_short(t["params"].get(n)) for n in searched]
+        shown = "" if metric is None else f"{metric:.4f}"
+        rows.append([t["name"], t["state"], shown, *values, t.get("wall_s", ""), t.get("output_dir", "")])
     lines = [
         f"# Sweep {sweep.get('program')} ({sweep['method']}), {metric_name} ({goal})",
         "",

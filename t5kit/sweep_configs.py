@@ -67,7 +67,7 @@ def program_logged_keys(sweep: dict) -> set[str]:
     from constants import get_task
 
     if sweep["program"] == "pre_train_t5.py":
-        return {"train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "eval/loss", "eval/span_accuracy"}
+        return {*TRAIN_KEYS, "eval/loss", "eval/span_accuracy"}
     params = sweep["parameters"]
     return logged_keys(get_task(params["benchmark"]["value"], params["dataset_name"]["value"]))
 
@@ -109,7 +109,7 @@ def render(spec: TaskSpec) -> str:
     name = file_name(spec)
     config = sweep_config(spec)
     header = [
-        f"# W&B sweep for {spec.full_name}: {config['metric']['name']} ({config['metric']['goal']}) on the validation set.",
+        f"# W&B sweep for {spec.full_name}: {metric_name(spec)} ({config['metric']['goal']}) on the validation set.",
         "# Generated from the task table by `python -m t5kit.sweep_configs --write`; edit the generator, not this file",
         "# (tests/test_sweep_configs.py checks that they agree).",
         "#",
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     expected = expected_files()
     stale = sorted(generated_names_in(args.dir) - set(expected))
-    changed = sorted(n for n, text in expected.items() if not (args.dir / n).is_file() or (args.dir / n).read_text() != text)
+    changed = sorted(
+        n for n, text in expected.items() if not (args.dir / n).is_file() or (args.dir / n).read_text() != text
+    )
     if args.check:
         for name in changed:
             print(f"{args.dir / name}: differs from the task table (run python -m t5kit.sweep_configs --write)")

@@ -264,5 +264,6 @@ def read_wandb_run(run_dir: Path, wait_s: float = 0.0) -> dict[str, Any]:
         elif kind == "config":
             run["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
         elif kind == "history":
-            run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            items = record.history.item
+            run["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
     return run

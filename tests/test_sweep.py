@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -124,7 +123,8 @@ class RunnerMechanicsTest(absltest.TestCase):
         path = self.tmp / "bad.yaml"
         path.write_text(config_text)
         with self.assertRaisesRegex(sweep_lib.SweepError, pattern):
-            sweep_lib.Runner(sweep_lib.build_parser().parse_args([str(path), "--sweep_dir", str(self.tmp / "o"), *args]))
+            argv = [str(path), "--sweep_dir", str(self.tmp / "o"), *args]
+            sweep_lib.Runner(sweep_lib.build_parser().parse_args(argv))
         self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(self.tmp / "o"), *args]), sweep_lib.EXIT_USAGE)
 
     def test_mistakes_name_the_file_and_line(self):
@@ -133,7 +133,8 @@ class RunnerMechanicsTest(absltest.TestCase):
         unknown = good.replace("  evals:\n", "  learning_rat:\n    value: 1\n  evals:\n")
         line = unknown.splitlines().index("  learning_rat:") + 1
         self.assert_usage_error(unknown, rf"bad\.yaml:{line}: parameter 'learning_rat' is not a flag of prog\.py")
-        self.assert_usage_error(good.replace(str(self.program), "missing.py"), r"bad\.yaml:1: program missing\.py not found")
+        missing = good.replace(str(self.program), "missing.py")
+        self.assert_usage_error(missing, r"bad\.yaml:1: program missing\.py not found")
         self.assert_usage_error(good.replace("method: grid", "method: sobol"), r"bad\.yaml:\d+: method must be one of")
         self.assert_usage_error(good, r"--set nope=\.\.\.: 'nope' is not a flag of prog\.py", "--set", "nope=1")
         schema = good.replace("    values:\n", "    distribution: normalish\n    values:\n", 1)
@@ -196,7 +197,9 @@ class RealSweepTest(absltest.TestCase):
         command = [sys.executable, str(REPO / "sweep.py"), str(path), "--count", "3", "--launcher", "python",
                    "--sweep_dir", str(out), "--poll_s", "0.5"]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        runner = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        runner = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         state_path = out / "sweep_state.json"
         deadline = time.time() + 240
         while time.time() < deadline and runner.poll() is None:  # interrupt once the second trial has started
@@ -242,7 +245,8 @@ class CommandTest(absltest.TestCase):
     def test_launchers(self):
         sweep = {"command": ["${env}", "${interpreter}", "${program}", "${args}"]}
         args = ["--a=1", "--do_train=True"]
-        self.assertEqual(sweep_lib.build_command(sweep, "yaml", Path("p.py"), args)[1:], [sys.executable, "p.py", *args])
+        from_yaml = sweep_lib.build_command(sweep, "yaml", Path("p.py"), args)
+        self.assertEqual(from_yaml[1:], [sys.executable, "p.py", *args])  # after /usr/bin/env
         self.assertEqual(sweep_lib.build_command(sweep, "python", Path("p.py"), args), [sys.executable, "p.py", *args])
         custom = sweep_lib.build_command(sweep, "torchrun --nproc_per_node 2", Path("p.py"), args)
         self.assertEqual(custom[1:], ["--nproc_per_node", "2", "p.py", *args])

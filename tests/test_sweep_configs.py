@@ -42,7 +42,8 @@ class SweepConfigsTest(parameterized.TestCase):
         expected = sweep_configs.expected_files()
         self.assertEqual(sweep_configs.generated_names_in(REPO / "sweeps"), set(expected))
         for name, text in expected.items():
-            self.assertEqual((REPO / "sweeps" / name).read_text(), text, f"{name}: run python -m t5kit.sweep_configs --write")
+            hint = f"{name}: run python -m t5kit.sweep_configs --write"
+            self.assertEqual((REPO / "sweeps" / name).read_text(), text, hint)
         self.assertEqual(sweep_configs.main(["--check"]), 0)
 
     def test_every_glue_and_superglue_task_has_a_sweep(self):

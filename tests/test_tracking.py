@@ -20,7 +20,7 @@ from absl.testing import absltest
 import pre_train_t5
 from constants import get_task
 from t5kit import tracking
-from t5kit.sweep_configs import logged_keys
+from t5kit.sweep_configs import logged_keys, program_logged_keys
 from tests.helpers import REPO, SHARED_DATA, corpus_slice
 
 
@@ -49,7 +49,10 @@ class OfflineTrackingTest(absltest.TestCase):
         for flag, value in (("input_length", 32), ("train_files", [str(corpus)]), ("model_config", "tiny"),
                             ("max_steps", 4)):  # fmt: skip
             self.assertEqual(run["config"][flag], value, flag)  # model, corpus and training flags alike
-        self.assertTrue(any("train/loss" in row for row in run["history"]))
+        sweep = yaml.safe_load((REPO / "sweeps" / "pretrain.yaml").read_text())
+        keys = set().union(*run["history"])
+        self.assertContainsSubset(program_logged_keys(sweep), keys)  # sweeps/pretrain.yaml's metric among them
+        self.assertIn(sweep["metric"]["name"], keys)
         self.assertTrue(list((tmp / "run").glob("**/events.out.tfevents.*")), "TensorBoard event file written")
 
 
@@ -126,7 +129,8 @@ class WandbModeTest(absltest.TestCase):
 
     def test_failed_start_restarts_offline(self):
         args = mock.Mock(run_name="r", report_to=["wandb"])
-        with self.env(WANDB_PROJECT="p"), mock.patch("wandb.init", side_effect=[RuntimeError("timed out"), None]) as init:
+        failing_once = mock.patch("wandb.init", side_effect=[RuntimeError("timed out"), None])
+        with self.env(WANDB_PROJECT="p"), failing_once as init:
             with self.assertLogs("t5kit", level="WARNING") as logs:
                 tracking.start_wandb_run(args, {"a": 1})
             self.assertEqual(init.call_args_list[1].kwargs["mode"], "offline")
