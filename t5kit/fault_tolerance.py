@@ -220,6 +220,7 @@ class FaultToleranceCallback(TrainerCallback):
         self.preempt = False
         self.nonfinite_steps_skipped = 0
         self._nonfinite = None  # device bool tensor: a non-finite loss in this step's micro-batches
+        self.epoch_shift: tuple[int, float] | None = None  # (epoch, fraction) a resumed stream skipped at its source
 
     def observe_loss(self, loss: torch.Tensor) -> None:
         bad = ~torch.isfinite(loss.detach())
@@ -253,6 +254,8 @@ class FaultToleranceCallback(TrainerCallback):
             param.grad = None  # optimizers (AdamW, Adafactor) leave parameters without a gradient untouched
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self.epoch_shift and int(state.epoch) == self.epoch_shift[0]:
+            state.epoch += self.epoch_shift[1]
         if self.preempt:
             control.should_save = True
             control.should_training_stop = True

@@ -158,8 +158,8 @@ class T5Trainer(Seq2SeqTrainer):
             return ft.EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 
-    def _init_training_state(self, *args, **kwargs):
-        epochs, skip = super()._init_training_state(*args, **kwargs)
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, *args, **kwargs):
+        epochs, skip = super()._init_training_state(max_steps, num_update_steps_per_epoch, *args, **kwargs)
         if skip and hasattr(self.train_dataset, "resume_at"):
             # A stream is fast-forwarded at its source, not by fetching and collating the skipped batches
             # (accelerate's skip for iterable datasets). The RNG state is restored after the first fetch, where
@@ -167,6 +167,9 @@ class T5Trainer(Seq2SeqTrainer):
             examples = skip * self.args.per_device_train_batch_size * self.args.world_size
             self.train_dataset.resume_at(epochs, examples)
             self._deferred_rng_checkpoint = True
+            # The Trainer now counts this epoch's progress from 0: the logged epoch is shifted back by the skip.
+            steps_in_epoch = num_update_steps_per_epoch * self.args.gradient_accumulation_steps
+            self.fault_tolerance.epoch_shift = (epochs, skip / steps_in_epoch)
             return epochs, 0
         return epochs, skip
 

@@ -142,6 +142,10 @@ class PretrainKillResumeTest(absltest.TestCase):
             code, output = run_script_here(pre_train_t5.main, [*argv, "--output_dir", str(resumed), *RESUME])
         self.assertEqual(code, 0, output[-3000:])
         self.assertEqual(trace(resumed), trace(ref))
+        epochs = [[row["epoch"] for row in json.loads((d / "trainer_state.json").read_text())["log_history"]
+                   if "loss" in row] for d in (ref, resumed)]  # fmt: skip
+        for got, want in zip(epochs[1], epochs[0], strict=True):
+            self.assertAlmostEqual(got, want, places=9)
         # Steps 4-6: 6 micro-batches, 1 fetched ahead by accelerate, 1 eval batch; the 6 skipped were never collated.
         self.assertLen(batches, 8)
 
