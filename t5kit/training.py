@@ -128,6 +128,16 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
     return None
 
 
+def warn_if_fsdp_ignored(distributed_type) -> None:
+    """accelerate 1.15 turns an FSDP launch into plain DDP (MULTI_CPU) when there is no GPU: say so."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not str(distributed_type).endswith("FSDP"):
+        logger.warning(
+            "the launcher asked for FSDP, but accelerate runs %s: FSDP needs GPUs (or another accelerator), so "
+            "every process holds the full model. Use DeepSpeed ZeRO-3 (zero_stage3_config.json) to shard on CPU.",
+            str(distributed_type).split(".")[-1],
+        )
+
+
 class T5Trainer(Seq2SeqTrainer):
     """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl."""
 
@@ -136,6 +146,7 @@ class T5Trainer(Seq2SeqTrainer):
     # Fault tolerance (t5kit.fault_tolerance): atomic checkpoints, pre-emption, NaN/inf steps, resumable data order.
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        warn_if_fsdp_ignored(self.accelerator.distributed_type)
         self.fault_tolerance = ft.FaultToleranceCallback(self)
         self.add_callback(self.fault_tolerance)
 

@@ -125,6 +125,17 @@ class DistributedCpuTest(absltest.TestCase):
         self.assertEqual(tuple(model.shared.weight.shape)[1], 64)
         self.assertGreater(float(model.shared.weight.abs().mean()), 0.1)
 
+    def test_fsdp_config_on_cpu_falls_back_to_ddp_and_says_so(self):
+        """accelerate only shards with FSDP on GPUs; on CPU the shipped fsdp.yaml trains as DDP, with a warning."""
+        out = self.tmp / "fsdp"
+        proc = run(["accelerate", "launch", "--config_file", "configs/accelerate/fsdp.yaml", "--num_processes", "2",
+                    "--main_process_port", "29522", *self.pretrain_argv(out, per_device=4)])  # fmt: skip
+        results = json.loads((out / "all_results.json").read_text())
+        self.assertEqual((results["distributed_type"], results["world_size"]), ("MULTI_CPU", 2))
+        self.assertTrue(results["parameters_agree_across_processes"])
+        self.assertIn("the launcher asked for FSDP, but accelerate runs MULTI_CPU", proc.stderr)
+        T5ForConditionalGeneration.from_pretrained(out)
+
     def test_two_unsynchronised_processes_stop_with_a_clear_error(self):
         """srun -n 2 python script.py: two processes that would each train alone."""
         procs = []
