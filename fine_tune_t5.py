@@ -9,6 +9,15 @@ own text-to-text files.
         --validation_file dev.jsonl --prefix "summarize:" --do_train --do_eval --output_dir runs/mine
     python fine_tune_t5.py --model_name_or_path t5-small --benchmark superglue --dataset_name cb \
         --data_dir superglue_data --do_train --do_eval --do_predict --output_dir runs/cb
+    python fine_tune_t5.py --model_name_or_path t5-small --benchmark glue --dataset_name sst2,cola,superglue/rte \
+        --data_dir glue_data --do_train --do_eval --mixing_temperature 2 --output_dir runs/mix
+
+Mixtures (--dataset_name all, or a comma-separated list, across benchmarks as benchmark/task) train one model on
+one training set drawn with T5's mixing rates, rate_i ~ min(n_i, --mixing_rate_cap) ** (1 / --mixing_temperature)
+(t5kit.mixtures: the rates, the epoch length and the order). Every task's validation splits are scored with its
+own metrics (eval_glue_sst2_accuracy) and rank candidates; eval_average, the mean over tasks of each task's mean
+metric, is what `--metric_for_best_model task` selects and early stopping watches. A single task is a mixture of
+one, with the keys it always had (eval_accuracy).
 
 Every task runs through the same code, driven by its record's fields only: ReCoRD/SQuAD score each prediction
 against all gold answers (`references`), MultiRC groups answer options by question (`group`), and `--do_predict`
@@ -24,6 +33,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +48,11 @@ from t5kit.finetune_data import (
     FineTuneDataArguments,
     TruncationReport,
     load_splits,
-    resolve_task,
+    resolve_tasks,
     to_text,
     tokenize,
 )
+from t5kit.mixtures import build_mixture, format_rates_table, mixing_rates, mixture_counts
 from t5kit import parameter_efficient
 from t5kit.modeling import format_parameter_summary
 from t5kit.parameter_efficient import ParameterEfficientArguments
@@ -73,7 +84,8 @@ class FineTuneArguments(T5TrainingArguments):
     )
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Restore the best checkpoint at the end."})
     metric_for_best_model: str | None = field(
-        default=TASK_METRIC, metadata={"help": "Metric for best model / early stopping; 'task' = the task's own."}
+        default=TASK_METRIC,
+        metadata={"help": "Metric for best model / early stopping; 'task' = the task's own (a mixture: eval_average)."},
     )
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     train_sampling_strategy: str = field(
@@ -119,18 +131,84 @@ def rank_candidates_of(task: TaskSpec) -> list[str]:
     return candidates
 
 
-class FineTuneTrainer(T5Trainer):
-    """Evaluates on decoded text: generation, or rank classification over the task's candidate targets."""
+@dataclass
+class EvalSet:
+    """One validation split of one task, and the prefix of its metric keys."""
 
-    def __init__(self, *args, task: TaskSpec, eval_mode: str, **kwargs):
+    task: TaskSpec
+    split: str
+    dataset: Any
+    prefix: str
+
+
+def metric_prefix(task: TaskSpec, split_index: int, split: str, mixture: bool) -> str:
+    """One task: eval (its first validation split), eval_<split> (MNLI's mismatched); a mixture adds the task:
+    eval_glue_sst2, eval_glue_mnli_validation_mismatched."""
+    prefix = f"eval_{task.benchmark}_{task.name}" if mixture else "eval"
+    return prefix if split_index == 0 else f"{prefix}_{split}"
+
+
+def eval_sets_of(tasks: list[TaskSpec], validation: dict[str, dict[str, Any]]) -> list[EvalSet]:
+    mixture = len(tasks) > 1
+    return [EvalSet(task, split, ds, metric_prefix(task, i, split, mixture))
+            for task in tasks for i, (split, ds) in enumerate(validation[task.full_name].items())]  # fmt: skip
+
+
+AVERAGE = "average"  # eval_average: the mixture's score, the mean of the task scores
+
+
+def task_score(task: TaskSpec, metrics: dict[str, float]) -> float:
+    """A task's score in the average: the mean of its metrics (MRPC: F1 and accuracy; STS-B: Pearson and Spearman),
+    as the GLUE/SuperGLUE leaderboards and the T5 paper's benchmark averages count a task with two metrics."""
+    return float(np.mean([metrics[name] for name in task.metrics]))
+
+
+def mixture_summary(sets: list[EvalSet], per_set: list[dict[str, float]]) -> dict[str, float]:
+    """For a mixture: eval_average = the mean over tasks of the task score (a task with several validation splits,
+    MNLI, scores the mean over its splits), and eval_loss = the example-weighted mean of the tasks' losses."""
+    tasks = list(dict.fromkeys(s.task.full_name for s in sets))
+    if len(tasks) < 2:
+        return {}
+    scores = {name: [] for name in tasks}
+    for s, metrics in zip(sets, per_set):
+        if s.task.metrics:
+            scores[s.task.full_name].append(task_score(s.task, metrics))
+    summary = {}
+    task_means = [float(np.mean(v)) for v in scores.values() if v]
+    if task_means:
+        summary[f"eval_{AVERAGE}"] = float(np.mean(task_means))
+    if all("loss" in m for m in per_set):
+        sizes = [len(s.dataset) for s in sets]
+        summary["eval_loss"] = float(np.average([m["loss"] for m in per_set], weights=sizes))
+    return summary
+
+
+class FineTuneTrainer(T5Trainer):
+    """Evaluates on decoded text: generation, or rank classification over the task's candidate targets.
+
+    `eval_sets`: what evaluation during training scores (each task's first validation split). Each set is scored
+    with its own task's metrics and candidates; the sets are then logged as one evaluation (one log row, one
+    on_evaluate), with eval_average for a mixture, so best-model selection and early stopping can use the average.
+    """
+
+    _quiet = False  # inside evaluate_sets: the per-set evaluations neither log nor call on_evaluate
+
+    def __init__(self, *args, tasks: list[TaskSpec], eval_mode: str, eval_sets: list[EvalSet] = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.task = task
+        self.tasks = list(tasks)
         self.eval_mode = eval_mode
+        self.eval_sets = list(eval_sets)
         self.eval_targets: list[str] = []
         self.eval_references: list[list[str]] | None = None
         self.eval_groups: list[str] | None = None
         self.last_predictions: list[str] = []
-        self.candidates = rank_candidates_of(task) if eval_mode == "rank" else None
+        self.set_task(self.tasks[0])
+
+    def set_task(self, task: TaskSpec) -> None:
+        """The task whose metrics, post-processing and rank candidates the next evaluation or prediction uses."""
+        self.task = task
+        self.candidates = rank_candidates_of(task) if self.eval_mode == "rank" else None
+        self._candidate_ids = None
 
     def _get_eval_sampler(self, eval_dataset):
         """Dataset order for eval and predict: predictions are matched to targets, files and leaderboard rows by
@@ -140,12 +218,45 @@ class FineTuneTrainer(T5Trainer):
         return SequentialSampler(eval_dataset)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
+        if eval_dataset is None and self.eval_sets:
+            return self.evaluate_sets(self.eval_sets, ignore_keys=ignore_keys, **gen_kwargs)[0]
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         self.eval_targets = list(dataset["target"])
         columns = dataset.column_names
         self.eval_references = list(dataset["references"]) if "references" in columns else None
         self.eval_groups = list(dataset["group"]) if "group" in columns else None
         return super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+
+    def evaluate_sets(self, sets: list[EvalSet], ignore_keys=None, **gen_kwargs):
+        """(all metrics, per set: (metrics without the prefix, decoded predictions)); logged as one evaluation."""
+        merged: dict[str, float] = {}
+        per_set: list[tuple[dict[str, float], list[str]]] = []
+        self._quiet = True  # the per-set evaluations neither log nor call on_evaluate: the merged metrics do
+        try:
+            for s in sets:
+                self.set_task(s.task)
+                metrics = self.evaluate(s.dataset, ignore_keys=ignore_keys, metric_key_prefix=s.prefix, **gen_kwargs)
+                merged.update(metrics)
+                per_set.append(({k[len(s.prefix) + 1 :]: v for k, v in metrics.items()}, self.last_predictions))
+        finally:
+            self._quiet = False
+            self.set_task(self.tasks[0])
+        merged.update(mixture_summary(sets, [m for m, _ in per_set]))
+        self.log(merged)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, merged)
+        return merged, per_set
+
+    def log(self, logs, start_time=None) -> None:
+        if not self._quiet:
+            super().log(logs, start_time)
+
+    @property
+    def callback_handler(self):
+        return _QuietCallbacks(self._callback_handler) if self._quiet else self._callback_handler
+
+    @callback_handler.setter
+    def callback_handler(self, handler):
+        self._callback_handler = handler
 
     def compute_text_metrics(self, eval_pred) -> dict[str, float]:
         # Under several processes the last batches are padded by wrapping around to the first examples; the gather
@@ -184,7 +295,7 @@ class FineTuneTrainer(T5Trainer):
 
         Each chunk of candidates reuses the encoder states (repeated per candidate) in one decoder call.
         """
-        if not hasattr(self, "_candidate_ids"):
+        if self._candidate_ids is None:
             ids = [self.processing_class(text)["input_ids"] for text in self.candidates]
             width = max(len(i) for i in ids)
             padded = [i + [LABEL_PAD_ID] * (width - len(i)) for i in ids]
@@ -206,6 +317,19 @@ class FineTuneTrainer(T5Trainer):
             token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
             scores.append(token_logp.sum(-1).view(batch, k))
         return torch.cat(scores, dim=1).argmax(dim=1)
+
+
+class _QuietCallbacks:
+    """The callback handler during one set of a multi-set evaluation: on_evaluate waits for the merged metrics."""
+
+    def __init__(self, handler):
+        self._handler = handler
+
+    def on_evaluate(self, args, state, control, metrics):
+        return control
+
+    def __getattr__(self, name):
+        return getattr(self._handler, name)
 
 
 def prepare_text_splits(spec, splits, tokenizer, data_args):
@@ -244,13 +368,24 @@ def write_predictions(out: Path, spec: TaskSpec, split: str, dataset, prediction
     return path
 
 
-def write_results_table(out: Path, spec: TaskSpec, per_split: dict[str, dict[str, float]]) -> str:
-    """A markdown table of every evaluated split's metrics (0-100), also written to results.md."""
+def results_table(spec: TaskSpec, per_split: dict[str, dict[str, float]]) -> str:
+    """A markdown table of one task's evaluated splits and metrics (0-100)."""
     names = list(spec.metrics) + ["invalid_rate"]
     lines = [f"| {spec.full_name} split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for split, metrics in per_split.items():
         lines.append(f"| {split} | " + " | ".join(f"{metrics.get(n, float('nan')):.2f}" for n in names) + " |")
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def write_results_table(out: Path, per_task: list[tuple[TaskSpec, dict[str, dict[str, float]]]],
+                        average: float | None = None) -> str:
+    """One table per task (and the mixture average), also written to results.md."""
+    table = "\n\n".join(results_table(spec, per_split) for spec, per_split in per_task)
+    if average is not None:
+        scores = ", ".join(f"{spec.full_name} {np.mean([task_score(spec, m) for m in splits.values()]):.2f}"
+                           for spec, splits in per_task if spec.metrics and splits)  # fmt: skip
+        table += f"\n\n{AVERAGE} (mean of the task scores; a task's score is the mean of its metrics): " \
+                 f"**{average:.2f}** ({scores})"
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     return table
 
@@ -275,41 +410,99 @@ def plot_eval_metric(log_history: list[dict], key: str, path: Path) -> None:
     plt.close(fig)
 
 
+TRAIN_COLUMNS = ("source", "target", "input_ids", "labels", "length")  # what the mixture keeps of each task
+
+
+def resolve_best_metric(train_args: FineTuneArguments, tasks: list[TaskSpec]) -> None:
+    """--metric_for_best_model task: the task's metric to optimise (eval_accuracy), or eval_average for a mixture."""
+    if train_args.metric_for_best_model != TASK_METRIC:
+        return
+    missing = [t.full_name for t in tasks if t.metric_to_optimize is None]
+    if missing:
+        raise UsageError(f"task {', '.join(missing)} has no metric to optimise; pass --metric_for_best_model")
+    if len(tasks) == 1:
+        train_args.metric_for_best_model = f"eval_{tasks[0].metric_to_optimize}"
+        train_args.greater_is_better = tasks[0].greater_is_better
+        return
+    lower = [t.full_name for t in tasks if not t.greater_is_better]
+    if lower:
+        raise UsageError(f"eval_{AVERAGE} averages scores where higher is better; {', '.join(lower)} is not scored "
+                         "so: pass --metric_for_best_model")
+    train_args.metric_for_best_model = f"eval_{AVERAGE}"
+    train_args.greater_is_better = True
+
+
+def build_training_mixture(tasks, train_sets, data_args, train_args):
+    """The one training set (t5kit.mixtures) and what to record of it."""
+    names = [t.full_name for t in tasks]
+    sizes = [len(ds) for ds in train_sets]
+    try:
+        rates = mixing_rates(sizes, data_args.mixing_rate_cap, data_args.mixing_temperature)
+    except ValueError as err:
+        raise UsageError(f"{err} (--max_train_samples?)") from None
+    counts = mixture_counts(sizes, rates)
+    seed = train_args.data_seed if train_args.data_seed is not None else train_args.seed
+    train = build_mixture(train_sets, names, counts, seed, TRAIN_COLUMNS)
+    table = format_rates_table(names, sizes, rates, counts, data_args.mixing_rate_cap, data_args.mixing_temperature)
+    record = {
+        "mixing_rates": dict(zip(names, rates)),
+        "mixing_train_examples": dict(zip(names, sizes)),
+        "mixture_rows_per_epoch": dict(zip(names, counts)),
+        "mixing_rate_cap": data_args.mixing_rate_cap,
+        "mixing_temperature": data_args.mixing_temperature,
+    }
+    return train, table, record
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args, pe_args = parse_args(
         (ModelArguments, FineTuneDataArguments, FineTuneArguments, ParameterEfficientArguments), argv
     )
     parameter_efficient.validate(pe_args, model_args, train_args)
-    spec = resolve_task(data_args)
+    tasks = resolve_tasks(data_args, train=train_args.do_train)
+    mixture = len(tasks) > 1
     if train_args.eval_mode == "rank":
-        rank_candidates_of(spec)
+        for task in tasks:
+            rank_candidates_of(task)
+    spec = tasks[0]
+    run_name = f"{spec.benchmark}-{spec.name}" if not mixture else "mixture"
     resume = start_run(
         train_args,
-        run_name=f"{spec.benchmark}-{spec.name}-{Path(train_args.output_dir).name}",
-        group=spec.full_name,
+        run_name=f"{run_name}-{Path(train_args.output_dir).name}",
+        group=",".join(t.full_name for t in tasks),
         flag_groups=(model_args, data_args, pe_args),
     )
-    if train_args.metric_for_best_model == TASK_METRIC:
-        if spec.metric_to_optimize is None:
-            raise UsageError(f"task {spec.full_name} has no metric to optimise; pass --metric_for_best_model")
-        train_args.metric_for_best_model = f"eval_{spec.metric_to_optimize}"
-        train_args.greater_is_better = spec.greater_is_better
+    resolve_best_metric(train_args, tasks)
 
     with train_args.main_process_first(desc="loading data"):
-        splits = load_splits(
-            spec, data_args, train=train_args.do_train, evaluate=train_args.do_eval, predict=train_args.do_predict
-        )
+        splits = {
+            t.full_name: load_splits(
+                t, data_args, train=train_args.do_train, evaluate=train_args.do_eval, predict=train_args.do_predict
+            )
+            for t in tasks
+        }
+
     def texts():
-        for ds in [splits.train, *splits.validation.values()]:
-            if ds is not None:
-                text = to_text(spec, ds, labeled=True)
-                yield from text["source"]
-                yield from text["target"]
+        for t in tasks:
+            for ds in [splits[t.full_name].train, *splits[t.full_name].validation.values()]:
+                if ds is not None:
+                    text = to_text(t, ds, labeled=True)
+                    yield from text["source"]
+                    yield from text["target"]
 
     tokenizer = resolve_tokenizer(model_args, train_args, texts, needs_sentinels=False)
     model = parameter_efficient.build_model(model_args, tokenizer, pe_args, train_args)  # + freeze/prompt/LoRA
+    truncation = TruncationReport()
+    prepared, target_lens = {}, []
     with train_args.main_process_first(desc="tokenizing"):
-        train, validation, test, target_len, truncation = prepare_text_splits(spec, splits, tokenizer, data_args)
+        for t in tasks:
+            train_t, validation_t, test_t, target_len_t, truncation_t = prepare_text_splits(
+                t, splits[t.full_name], tokenizer, data_args
+            )
+            prepared[t.full_name] = (train_t, validation_t, test_t)
+            target_lens.append(target_len_t)
+            truncation.add(truncation_t)
+    target_len = max(target_lens)
     logger.info(
         "truncated: %d inputs (> %d tokens), %d targets (> %d tokens)",
         truncation.sources_truncated, data_args.max_source_length, truncation.targets_truncated, target_len,
@@ -320,59 +513,83 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("model:\n%s", format_parameter_summary(model))
         print(f"{parameter_efficient.method_of(model, pe_args)}: {parameter_efficient.describe(model)}")
 
-    primary = next(iter(validation.values()), None)
-    callbacks = []
-    if train_args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(train_args.early_stopping_patience))
-    trainer = FineTuneTrainer(
-        model=model,
-        args=train_args,
-        train_dataset=train,
-        eval_dataset=primary if train_args.eval_strategy != "no" else None,
-        data_collator=Seq2SeqCollator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        task=spec,
-        eval_mode=train_args.eval_mode,
-    )
-    trainer.compute_metrics = trainer.compute_text_metrics
     extra = {
-        "task": spec.full_name,
+        "task": ",".join(t.full_name for t in tasks),
         "eval_mode": train_args.eval_mode,
         "sources_truncated": truncation.sources_truncated,
         "targets_truncated": truncation.targets_truncated,
         "parameter_efficient": parameter_efficient.method_of(model, pe_args),
     }
+    train = None
+    if train_args.do_train:  # a single task is a mixture of one: rate 1, every row once, in file order
+        train, table, record = build_training_mixture(
+            tasks, [prepared[t.full_name][0] for t in tasks], data_args, train_args
+        )
+        extra.update(record)
+        if mixture and is_main_process():
+            print(f"\ntraining mixture:\n{table}\n")
+        else:
+            logger.info("training set:\n%s", table)
+    validation = {t.full_name: prepared[t.full_name][1] for t in tasks}
+    all_sets = eval_sets_of(tasks, validation)
+    # Evaluation during training scores each task's first validation split (MNLI: matched), as one task did before.
+    first_split: dict[str, EvalSet] = {}
+    for s in all_sets:
+        first_split.setdefault(s.task.full_name, s)
+    training_sets = list(first_split.values())
+    callbacks = []
+    if train_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(train_args.early_stopping_patience))
+    evaluating = train_args.eval_strategy != "no" and training_sets
+    trainer = FineTuneTrainer(
+        model=model,
+        args=train_args,
+        train_dataset=train,
+        eval_dataset=training_sets[0].dataset if evaluating else None,
+        data_collator=Seq2SeqCollator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        tasks=tasks,
+        eval_mode=train_args.eval_mode,
+        eval_sets=training_sets if evaluating else [],
+    )
+    trainer.compute_metrics = trainer.compute_text_metrics
     extra["trainable_parameters"], extra["total_parameters"] = parameter_efficient.parameter_counts(model)
     out = Path(train_args.output_dir)
     # Each validation split is evaluated below (with its predictions file), so train_and_save does no final eval.
     results = train_and_save(trainer, tokenizer, resume, extra_results=extra, final_eval=False)
 
-    per_split: dict[str, dict[str, float]] = {}
-    for i, (name, ds) in enumerate(validation.items()):
-        prefix = "eval" if i == 0 else f"eval_{name}"
-        metrics = trainer.evaluate(ds, metric_key_prefix=prefix)
+    per_task: dict[str, tuple[TaskSpec, dict[str, dict[str, float]]]] = {t.full_name: (t, {}) for t in tasks}
+    if all_sets:
+        metrics, per_set = trainer.evaluate_sets(all_sets)
         results.update(metrics)
-        per_split[name] = {key[len(prefix) + 1 :]: value for key, value in metrics.items()}
-        if trainer.is_world_process_zero():
-            write_predictions(out, spec, name, ds, trainer.last_predictions)
-    for name, ds in test.items():
-        output = trainer.predict(ds, metric_key_prefix="predict")
-        texts_out = trainer.decode_predictions(output.predictions)[: len(ds)]
-        if trainer.is_world_process_zero():
-            write_predictions(out, spec, name, ds, texts_out)
-            if spec.submission_files:
-                values = [postprocess(spec, text) for text in texts_out]
-                path, replaced = write_submission(spec, name, list(ds["idx"]), values, str(out / "submission"))
-                logger.info("leaderboard file %s (%d invalid predictions replaced by a default label)", path, replaced)
+        for s, (set_metrics, predictions) in zip(all_sets, per_set):
+            per_task[s.task.full_name][1][s.split] = set_metrics
+            if trainer.is_world_process_zero():
+                write_predictions(out, s.task, s.split, s.dataset, predictions)
+    for t in tasks:
+        trainer.set_task(t)
+        for name, ds in prepared[t.full_name][2].items():
+            output = trainer.predict(ds, metric_key_prefix="predict")
+            texts_out = trainer.decode_predictions(output.predictions)[: len(ds)]
+            if trainer.is_world_process_zero():
+                write_predictions(out, t, name, ds, texts_out)
+                if t.submission_files:
+                    values = [postprocess(t, text) for text in texts_out]
+                    path, replaced = write_submission(t, name, list(ds["idx"]), values, str(out / "submission"))
+                    logger.info("leaderboard file %s (%d invalid predictions replaced by a default label)",
+                                path, replaced)
+    trainer.set_task(tasks[0])
 
     if trainer.is_world_process_zero():
         save_results(trainer, results)
-        if per_split:
-            table = write_results_table(out, spec, per_split)
+        evaluated = [(t, per_split) for t, per_split in per_task.values() if per_split]
+        if evaluated:
+            table = write_results_table(out, evaluated, results.get(f"eval_{AVERAGE}") if mixture else None)
             print(f"\n{table}")
-        if spec.metric_to_optimize:
-            plot_eval_metric(trainer.state.log_history, f"eval_{spec.metric_to_optimize}", out / "metrics.png")
+        score_key = f"eval_{AVERAGE}" if mixture else (spec.metric_to_optimize and f"eval_{spec.metric_to_optimize}")
+        if score_key:
+            plot_eval_metric(trainer.state.log_history, score_key, out / "metrics.png")
         if pe_args.merge_lora:  # last: merges the adapter into the model in place
             merged = parameter_efficient.save_merged(trainer.accelerator.unwrap_model(trainer.model), out, tokenizer)
             print(f"merged LoRA model: {merged.resolve()}")

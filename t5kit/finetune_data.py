@@ -11,6 +11,8 @@ Every task goes through the same three steps, with nothing task-specific here:
 Tasks: `--benchmark glue|superglue|summarization|translation|qa --dataset_name <task>` (hub, or `--data_dir` for the
 GLUE/SuperGLUE downloads), or `--benchmark custom` with your files, where `--dataset_name` picks the metric set:
 custom (exact match, the default), summarization (ROUGE), translation (BLEU, chrF) or qa (SQuAD EM/F1).
+`--dataset_name all` or `a,b,benchmark/c` names a mixture (`resolve_tasks`); each task goes through the same steps
+and t5kit.mixtures draws the one training set.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 
-from constants import TaskSpec, custom_task, format_source, format_target, get_task, group_of, references_of
+from constants import (DATASET_VALS, TaskSpec, custom_task, format_source, format_target, get_task, group_of,
+                       references_of)
 from t5kit.args import UsageError
+from t5kit.mixtures import T5_MIXING_RATE_CAP
 from task_data import load_custom_split, load_glue_split
 
 logger = logging.getLogger(__name__)
@@ -41,7 +45,9 @@ class FineTuneDataArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={"help": "Task in the benchmark, e.g. sst2, cb, xsum; custom: the metric set "
-                          "(custom = exact match, summarization, translation, qa)."},
+                          "(custom = exact match, summarization, translation, qa). A mixture (one model on several "
+                          "tasks): 'all' (every task of --benchmark with training data and a metric) or a "
+                          "comma-separated list, e.g. sst2,cola or glue/sst2,superglue/rte."},
     )
     data_dir: str | None = field(
         default=None,
@@ -64,8 +70,21 @@ class FineTuneDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N examples of each eval split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N test examples."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
+    mixing_rate_cap: int = field(
+        default=T5_MIXING_RATE_CAP,
+        metadata={"help": "Mixtures: the data-set size limit K of examples-proportional mixing, rate_i ~ min(n_i, K) "
+                          "(T5 paper 3.5.3: 2**19). 0: no cap (T5's code default)."},
+    )
+    mixing_temperature: float = field(
+        default=1.0,
+        metadata={"help": "Mixtures: temperature T, rate_i ~ min(n_i, K) ** (1/T); 1 = examples-proportional."},
+    )
 
     def __post_init__(self):
+        if self.mixing_rate_cap < 0:
+            raise UsageError(f"--mixing_rate_cap must be >= 0 (0: no cap), got {self.mixing_rate_cap}")
+        if not self.mixing_temperature > 0:
+            raise UsageError(f"--mixing_temperature must be > 0, got {self.mixing_temperature}")
         if self.benchmark == CUSTOM:
             if not (self.train_file or self.validation_file or self.test_file):
                 raise UsageError("--benchmark custom needs --train_file, --validation_file and/or --test_file")
@@ -78,13 +97,61 @@ class FineTuneDataArguments:
 DEFAULT_TEXT_TARGET_LENGTH = 128  # free-text targets (custom tasks) are cut here unless --max_target_length
 
 
+ALL_TASKS = "all"  # --dataset_name all: every task of --benchmark with training data and a metric
+
+
 def resolve_task(args: FineTuneDataArguments) -> TaskSpec:
-    try:
-        if args.benchmark == CUSTOM:
-            return custom_task(args.prefix.strip(), args.dataset_name or CUSTOM)
-        return get_task(args.benchmark, args.dataset_name)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    """The one task of a single-task run (a UsageError for a mixture)."""
+    tasks = resolve_tasks(args)
+    if len(tasks) != 1:
+        raise UsageError(f"--dataset_name {args.dataset_name} names {len(tasks)} tasks; this needs one")
+    return tasks[0]
+
+
+def resolve_tasks(args: FineTuneDataArguments, train: bool = False) -> list[TaskSpec]:
+    """The task records of --dataset_name: one task, 'all' (of --benchmark), or a comma-separated list whose
+    entries are `task` (in --benchmark) or `benchmark/task`. `train`: every task must have a training split."""
+    if args.benchmark == CUSTOM:
+        name = args.dataset_name or CUSTOM
+        if name == ALL_TASKS or "," in name or "/" in name:
+            raise UsageError(
+                "--benchmark custom takes one set of files and one metric set; mixtures are of tasks in the table "
+                f"({', '.join(b for b in sorted(DATASET_VALS) if b != CUSTOM)})"
+            )
+        try:
+            return [custom_task(args.prefix.strip(), name)]
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if args.dataset_name == ALL_TASKS:
+        if args.benchmark not in DATASET_VALS:
+            known = ", ".join(sorted(DATASET_VALS))
+            raise UsageError(f"--benchmark {args.benchmark!r} is unknown; choose one of: {known}")
+        tasks = [spec for spec in DATASET_VALS[args.benchmark].values()
+                 if spec.train_split is not None and spec.metric_to_optimize is not None]  # fmt: skip
+    else:
+        names = [name.strip() for name in args.dataset_name.split(",")]
+        if not all(names):
+            raise UsageError(f"--dataset_name {args.dataset_name!r} has an empty entry")
+        tasks = []
+        for name in names:
+            benchmark, _, task = name.rpartition("/")
+            benchmark = benchmark or args.benchmark
+            if benchmark == CUSTOM:
+                raise UsageError(f"--dataset_name {name}: custom data cannot be part of a mixture")
+            try:
+                tasks.append(get_task(benchmark, task))
+            except ValueError as err:  # names the flag and lists the benchmark's tasks (or the benchmarks)
+                where = "" if len(names) == 1 else f"in --dataset_name {args.dataset_name}: "
+                raise UsageError(f"{where}{err}") from None
+        repeated = sorted({t.full_name for t in tasks if tasks.count(t) > 1})
+        if repeated:
+            raise UsageError(f"--dataset_name names {', '.join(repeated)} more than once")
+    if train and len(tasks) > 1:
+        untrainable = [t.full_name for t in tasks if t.train_split is None]
+        if untrainable:
+            raise UsageError(f"--do_train on a mixture: {', '.join(untrainable)} has no training split "
+                             "(evaluation/test only); leave it out of --dataset_name")
+    return tasks
 
 
 @dataclass
