@@ -414,8 +414,16 @@ TRAIN_COLUMNS = ("source", "target", "input_ids", "labels", "length")  # what th
 
 
 def resolve_best_metric(train_args: FineTuneArguments, tasks: list[TaskSpec]) -> None:
-    """--metric_for_best_model task: the task's metric to optimise (eval_accuracy), or eval_average for a mixture."""
+    """--metric_for_best_model task: the task's metric to optimise (eval_accuracy), or eval_average for a mixture.
+    Another name for a mixture must be a key its evaluations log (checked here, not after the first training steps)."""
     if train_args.metric_for_best_model != TASK_METRIC:
+        if len(tasks) > 1 and train_args.metric_for_best_model is not None:
+            known = [f"eval_{AVERAGE}", "eval_loss"] + [
+                f"eval_{t.benchmark}_{t.name}_{m}" for t in tasks for m in (*t.metrics, "loss", "invalid_rate")
+            ]
+            key = train_args.metric_for_best_model
+            if (key if key.startswith("eval_") else f"eval_{key}") not in known:
+                raise UsageError(f"--metric_for_best_model {key}: a mixture logs {', '.join(known)}")
         return
     missing = [t.full_name for t in tasks if t.metric_to_optimize is None]
     if missing:

@@ -29,7 +29,7 @@ import fine_tune_t5
 from t5kit import mixtures
 from t5kit.args import UsageError
 from t5kit.finetune_data import FineTuneDataArguments, resolve_tasks
-from tests.helpers import ModuleScratch, shared_file
+from tests.helpers import ModuleScratch, run_script_here, shared_file
 
 SCRATCH = ModuleScratch("test_mixtures_")
 setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
@@ -166,6 +166,24 @@ class TaskListTest(absltest.TestCase):
             data_args(benchmark="glue", dataset_name="sst2,cola", mixing_temperature=0.0)
         with self.assertRaisesRegex(UsageError, "--mixing_rate_cap must be >= 0"):
             data_args(benchmark="glue", dataset_name="sst2,cola", mixing_rate_cap=-1)
+
+    def test_mistakes_through_the_command_line(self):
+        """One error line and exit status 2, before any data is read."""
+        base = ["--benchmark", "glue", "--data_dir", str(SCRATCH.path() / "nowhere"), "--model_config", "tiny",
+                "--report_to", "none", "--output_dir", str(SCRATCH.path() / "mistakes")]  # fmt: skip
+        cases = [
+            (["--dataset_name", "sst2,nope", "--do_train"], r"in --dataset_name sst2,nope: --dataset_name 'nope' is "
+             r"not a glue task; choose one of: ax, cola, mnli"),
+            (["--dataset_name", "sst2,ax", "--do_train"], "glue/ax has no training split"),
+            (["--dataset_name", "sst2,cola", "--do_train", "--metric_for_best_model", "accuracy"],
+             "--metric_for_best_model accuracy: a mixture logs eval_average, eval_loss, eval_glue_sst2_accuracy"),
+            (["--dataset_name", "sst2,cola", "--do_train", "--mixing_temperature", "-1"], "must be > 0"),
+        ]
+        for extra, message in cases:
+            code, output = run_script_here(fine_tune_t5.main, [*base, *extra])
+            self.assertEqual(code, 2, output[-2000:])
+            self.assertRegex(output, f"error: .*{message}")
+            self.assertNotIn("Traceback", output)
 
 
 # ---------------------------------------------------------------------------------------------------------------
