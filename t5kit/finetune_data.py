@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -52,7 +53,8 @@ class FineTuneDataArguments:
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv; SuperGLUE: "
-                          "DIR/CB/{train,val,test}.jsonl); default: hub."},
+                          "DIR/CB/{train,val,test}.jsonl), or DIR/<benchmark>/... (mixtures across benchmarks); "
+                          "default: hub."},
     )
     train_file: str | None = field(default=None, metadata={"help": "custom: training data (.jsonl/.json/.csv/.tsv)."})
     validation_file: str | None = field(default=None, metadata={"help": "custom: validation data."})
@@ -167,6 +169,14 @@ def _first(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
 
 
+def task_data_dir(spec: TaskSpec, data_dir: str | None) -> str | None:
+    """--data_dir for one task: DIR/<benchmark> where that folder exists (one --data_dir for a mixture across
+    benchmarks: DIR/glue/SST-2/train.tsv, DIR/superglue/RTE/train.jsonl), else DIR itself."""
+    if data_dir is not None and (Path(data_dir) / spec.benchmark).is_dir():
+        return str(Path(data_dir) / spec.benchmark)
+    return data_dir
+
+
 def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evaluate: bool, predict: bool) -> Splits:
     """Raw rows for each needed split; file problems become UsageErrors naming file, line and flag."""
     splits = Splits()
@@ -195,7 +205,7 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
         else:
 
             def load(split: str):
-                ds, report = load_glue_split(spec, split, args.data_dir)
+                ds, report = load_glue_split(spec, split, task_data_dir(spec, args.data_dir))
                 logger.info("%s", report.summary())
                 return ds
 

@@ -28,8 +28,8 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef
 import fine_tune_t5
 from t5kit import mixtures
 from t5kit.args import UsageError
-from t5kit.finetune_data import FineTuneDataArguments, resolve_tasks
-from tests.helpers import ModuleScratch, run_script_here, shared_file
+from t5kit.finetune_data import FineTuneDataArguments, load_splits, resolve_tasks
+from tests.helpers import SHARED_DATA, ModuleScratch, run_script_here, shared_file
 
 SCRATCH = ModuleScratch("test_mixtures_")
 setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
@@ -147,6 +147,17 @@ class TaskListTest(absltest.TestCase):
     def test_lists_across_benchmarks(self):
         tasks = resolve_tasks(data_args(benchmark="glue", dataset_name="sst2, superglue/rte,glue/cola"))
         self.assertEqual([t.full_name for t in tasks], ["glue/sst2", "superglue/rte", "glue/cola"])
+
+    def test_one_data_dir_serves_every_benchmark_of_a_mixture(self):
+        """--data_dir DIR reads DIR/glue/SST-2 for glue tasks and DIR/superglue/RTE for superglue tasks."""
+        args = data_args(benchmark="glue", dataset_name="sst2,superglue/rte", data_dir=str(SHARED_DATA),
+                         max_train_samples=3)  # fmt: skip
+        loaded = {t.full_name: load_splits(t, args, train=True, evaluate=False, predict=False)
+                  for t in resolve_tasks(args, train=True)}  # fmt: skip
+        self.assertEqual(loaded["glue/sst2"].train["sentence"][0],
+                         shared_file("glue/SST-2/train.tsv").read_text().splitlines()[1].split("\t")[0])
+        first_rte = json.loads(shared_file("superglue/RTE/train.jsonl").read_text().splitlines()[0])
+        self.assertEqual(loaded["superglue/rte"].train["premise"][0], first_rte["premise"])
 
     def test_mistakes(self):
         with self.assertRaisesRegex(UsageError, r"'nope' is not a glue task; choose one of: .*cola.*sst2"):
