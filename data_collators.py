@@ -18,6 +18,7 @@ Example (raw block of 8 tokens, mask chosen by the seed, sentinels s0, s1):
 """
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -87,14 +88,20 @@ def compute_input_and_target_lengths(
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser on a uint64 array (arithmetic wraps mod 2**64)."""
     with np.errstate(over="ignore"):
-        z = x + _SPLITMIX_GAMMA
-        z = (z ^ (z >> np.uint64(30))) * _SPLITMIX_MUL1
-        z = (z ^ (z >> np.uint64(27))) * _SPLITMIX_MUL2
-        return z ^ (z >> np.uint64(31))
+        z = x + _SPLITMIX_GAMMA  # a new array: the in-place steps below never touch x
+        z ^= z >> np.uint64(30)
+        z *= _SPLITMIX_MUL1
+        z ^= z >> np.uint64(27)
+        z *= _SPLITMIX_MUL2
+        z ^= z >> np.uint64(31)
+        return z
 
 
 def _as_uint64(values: Any) -> np.ndarray:
     """Python / numpy integers (negative ones too) -> uint64 array, two's complement."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":  # fits a numpy integer type: the cast wraps negatives to two's complement
+        return array.astype(np.uint64)
     flat = np.asarray(values, dtype=object).ravel()
     return np.array([int(v) & _MASK64 for v in flat], dtype=np.uint64).reshape(np.shape(values))
 
@@ -113,8 +120,15 @@ def example_keys(seed: int, epochs: Any, indices: Any) -> np.ndarray:
 
 def _random_uint64(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
     """(B, count) uint64 random numbers; entry [b, i] depends only on (keys[b], stream, i)."""
-    counters = np.arange(count, dtype=np.uint64) + np.uint64(stream << 32)
-    return _splitmix64(keys[:, None] ^ _splitmix64(counters)[None, :])
+    return _splitmix64(keys[:, None] ^ _hashed_counters(stream, count)[None, :])
+
+
+@functools.lru_cache(maxsize=64)
+def _hashed_counters(stream: int, count: int) -> np.ndarray:
+    """splitmix64 of the counters of one stream (the same for every batch: computed once, read-only)."""
+    hashed = _splitmix64(np.arange(count, dtype=np.uint64) + np.uint64(stream << 32))
+    hashed.flags.writeable = False
+    return hashed
 
 
 def _random_segmentation(keys: np.ndarray, stream: int, num_items: int, num_segments: int) -> np.ndarray:
@@ -126,7 +140,14 @@ def _random_segmentation(keys: np.ndarray, stream: int, num_items: int, num_segm
     """
     batch = keys.shape[0]
     random = _random_uint64(keys, stream, num_items - 1)
-    gaps = np.sort(np.argsort(random, axis=1, kind="stable")[:, : num_segments - 1], axis=1)
+    # The values in a row are all distinct (splitmix64 is a bijection and the counters differ), so the k smallest
+    # form a unique set: a linear-time partial selection picks exactly the gaps a full sort would.
+    k = num_segments - 1
+    if 0 < k < num_items - 1:
+        chosen = np.argpartition(random, k - 1, axis=1)[:, :k]
+    else:
+        chosen = np.argsort(random, axis=1)[:, :k]
+    gaps = np.sort(chosen, axis=1)
     boundaries = np.concatenate(
         [np.zeros((batch, 1), np.int64), gaps + 1, np.full((batch, 1), num_items, np.int64)], axis=1
     )
@@ -156,11 +177,10 @@ def random_spans_noise_mask(
     noise_lengths = _random_segmentation(keys, _NOISE_STREAM, num_noise, num_spans)
     nonnoise_lengths = _random_segmentation(keys, _NONNOISE_STREAM, length - num_noise, num_spans)
     # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]: the start of every span but the first.
-    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * num_spans)
-    span_starts = np.cumsum(interleaved, axis=1)[:, :-1]
-    span_start_indicator = np.zeros((batch, length), np.int64)
-    span_start_indicator[np.arange(batch)[:, None], span_starts] = 1
-    return np.cumsum(span_start_indicator, axis=1) % 2 == 1
+    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(-1)
+    # Each span as a run of its value (False: non-noise, True: noise); every row's lengths sum to `length`.
+    values = np.tile(np.array([False, True]), batch * num_spans)
+    return np.repeat(values, interleaved).reshape(batch, length)
 
 
 def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:

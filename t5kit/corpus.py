@@ -303,7 +303,7 @@ def pack_corpus(docs, tokenizer, raw_length: int, num_proc: int | None, report: 
         **_proc(docs, num_proc, "packing"),
     )
     if not streaming:
-        report.tokens = int(np.sum(tokenized.with_format("numpy")["num_tokens"]))
+        report.tokens = count_tokens(tokenized)
         report.tokens_dropped_by_packing = report.tokens - len(packed) * raw_length
         if len(packed) == 0:
             raise UsageError(
@@ -311,6 +311,15 @@ def pack_corpus(docs, tokenizer, raw_length: int, num_proc: int | None, report: 
                 "add text or lower --input_length"
             )
     return packed
+
+
+def count_tokens(tokenized: datasets.Dataset, batch_size: int = 10_000) -> int:
+    """Sum of the `num_tokens` column, read in Arrow batches.
+
+    Not `np.sum(ds.with_format("numpy")["num_tokens"])`: in datasets 5 a column is a lazy view, so numpy would
+    iterate it row by row through the formatter (about half of the whole tokenize-and-pack time on a 1 MB corpus).
+    """
+    return sum(int(np.sum(batch["num_tokens"])) for batch in tokenized.with_format("numpy").iter(batch_size))
 
 
 def _proc(ds, num_proc, desc: str | None = None) -> dict:
