@@ -82,6 +82,16 @@ def machine_markdown(info: dict[str, str] | None = None) -> str:
     return "\n".join(f"- **{key}**: {value}" for key, value in info.items())
 
 
+def report_tail(worst_contention: float | None, consequence: str, info: dict[str, str] | None = None) -> list[str]:
+    """Closing markdown lines of a benchmark report: a bold contention warning where other processes took more
+    than 10% of the CPUs (`consequence` completes the sentence), then the machine description."""
+    lines = []
+    if (worst_contention or 0.0) > 0.10:
+        share = f"{worst_contention:.0%}"
+        lines.append(f"- **CPU contention: other processes took up to {share} of the CPUs {consequence}**")
+    return lines + ["", "Machine:", "", machine_markdown(info)]
+
+
 class CpuContention:
     """How much of the machine's CPU time other processes used between start() and stop().
 

@@ -6,7 +6,11 @@
 
 Each benchmark is a script bench/<name>.py that accepts `--output FILE` and writes its markdown section there. It
 runs in its own process (so one benchmark's threads, caches and memory never colour another's timings), one after
-the other. To add a benchmark: write the script and append it to BENCHMARKS with the flags of its quick mode.
+the other. At the end it prints a summary table (each benchmark's bold findings, its wall time) and puts it in
+results.md under the machine description. To add a benchmark: write the script and append it to BENCHMARKS with the
+flags of its quick mode. Budget: `make bench` should stay under 20 minutes on 2 cores. Measured: preprocessing
+~3 min (its one-off tokenizer training included), collator < 1 min; pre-training and SST-2 are bounded by their own
+limits (idle waits, 60 s of timed steps per variant, 240 s per fine-tuning side), not yet timed end to end together.
 """
 
 from __future__ import annotations
@@ -42,7 +46,18 @@ BENCHMARKS: list[Benchmark] = [
         ],
     ),  # fmt: skip
     Benchmark("finetune_sst2", quick_args=["--quick"]),
+    Benchmark("preprocessing", quick_args=["--quick", "--work_dir", str(common.WORK_DIR / "quick" / "preprocessing")]),
+    Benchmark("collator", quick_args=["--quick"]),
 ]
+
+
+def headlines(markdown: str, limit: int = 3) -> list[str]:
+    """A section's findings for the summary: its first `limit` bullets with a bold part (or its failure note)."""
+    body = markdown.split("\nMachine:")[0]  # the machine description's bullets are bold too
+    found = [line[2:].replace("**", "") for line in body.splitlines() if line.startswith("- ") and "**" in line]
+    if not found and "**failed**" in markdown:
+        found = [line.replace("**", "") for line in markdown.splitlines() if "**failed**" in line]
+    return found[:limit]
 
 
 def run_benchmark(bench: Benchmark, output: Path, quick: bool) -> tuple[str, float, int]:
@@ -75,12 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
 
-    sections, failures = [], 0
+    sections, failures, rows = [], 0, []
+    total_started = time.perf_counter()
     for bench in selected:
         print(f"=== {bench.name}{' (quick)' if args.quick else ''}", flush=True)
         markdown, seconds, status = run_benchmark(bench, results_dir / f"{bench.name}.md", args.quick)
         failures += status != 0
         sections.append(f"{markdown}\n\n_{bench.name}: {seconds:.0f} s wall in all_")
+        findings = "<br>".join(headlines(markdown)) or "(see its section)"
+        rows.append(f"| {bench.name} | {'ok' if status == 0 else 'FAILED'} | {seconds:.0f} | {findings} |")
+    total = time.perf_counter() - total_started
+    table = [
+        "| benchmark | status | wall s | findings |",
+        "|---|---|---:|---|",
+        *rows,
+        f"| all | {'ok' if not failures else f'{failures} failed'} | {total:.0f} | |",
+    ]
     header = [
         "# Benchmarks" + (" (quick mode: a smoke test, not numbers to quote)" if args.quick else ""),
         "",
@@ -89,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         "Machine:",
         "",
         common.machine_markdown(),
+        "",
+        "Summary:",
+        "",
+        *table,
     ]
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
+    print("\n" + "\n".join(table))
     print(f"\nwritten to {out}" + (f" ({failures} benchmark(s) failed)" if failures else ""))
     return 1 if failures else 0
 

@@ -1,0 +1,60 @@
+"""The preprocessing and collator benchmarks run end to end in their quick modes (so they cannot silently rot)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from absl.testing import absltest
+
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import collator as collator_bench  # noqa: E402
+import preprocessing as preprocessing_bench  # noqa: E402
+import run_all  # noqa: E402
+
+
+class QuickBenchmarksTest(absltest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.tmp = Path(tempfile.mkdtemp(prefix="test_bench_"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_collator_quick(self):
+        output = self.tmp / "collator.md"
+        summary = collator_bench.main(["--quick", "--output", str(output)])
+        self.assertEqual(sorted(summary["results"]), [2, 8])
+        for result in summary["results"].values():
+            self.assertGreater(result["ours"]["examples_per_s"], 0)
+            self.assertGreater(result["ratio"], 0)
+        text = output.read_text()
+        self.assertIn("| 8 |", text)
+        self.assertIn("Machine:", text)
+
+    def test_preprocessing_quick(self):
+        output = self.tmp / "preprocessing.md"
+        summary = preprocessing_bench.main(["--quick", "--output", str(output), "--work_dir", str(self.tmp / "w")])
+        (run,) = summary["runs"]
+        self.assertEqual(run["num_proc"], 1)
+        self.assertGreater(run["corpus_tokens"], 0)
+        self.assertEqual(run["blocks"] * preprocessing_bench.RAW_LENGTH + run["corpus_tokens_dropped_by_packing"],
+                         run["corpus_tokens"])
+        self.assertGreater(run["peak_tree_anon"], 0)
+        self.assertGreaterEqual(run["peak_tree_rss"], run["peak_tree_anon"])
+        self.assertGreaterEqual(run["peak_tree_rss"], run["baseline_rss"])  # the polled peak includes the live worker
+        self.assertIn("| 0.05 MB | 1 |", output.read_text())
+
+    def test_run_all_lists_both(self):
+        names = [bench.name for bench in run_all.BENCHMARKS]
+        self.assertIn("preprocessing", names)
+        self.assertIn("collator", names)
+        for name in names:
+            self.assertTrue((REPO / "bench" / f"{name}.py").is_file(), name)
+        self.assertEqual(run_all.headlines("x\n- **a** b\n- c\n- d **e**\n\nMachine:\n\n- **cpu**: x"), ["a b", "d e"])
+
+
+if __name__ == "__main__":
+    absltest.main()
