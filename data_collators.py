@@ -85,16 +85,19 @@ def compute_input_and_target_lengths(
     return raw_length, lengths(raw_length)[1]
 
 
+_SHIFT30, _SHIFT27, _SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (arithmetic wraps mod 2**64)."""
-    with np.errstate(over="ignore"):
-        z = x + _SPLITMIX_GAMMA  # a new array: the in-place steps below never touch x
-        z ^= z >> np.uint64(30)
-        z *= _SPLITMIX_MUL1
-        z ^= z >> np.uint64(27)
-        z *= _SPLITMIX_MUL2
-        z ^= z >> np.uint64(31)
-        return z
+    """splitmix64 finaliser on a uint64 array of >= 1 dimension (arithmetic wraps mod 2**64; array arithmetic
+    never warns on overflow, so no errstate is needed: it would cost more than the hash on a small batch)."""
+    z = x + _SPLITMIX_GAMMA  # a new array: the in-place steps below never touch x
+    z ^= z >> _SHIFT30
+    z *= _SPLITMIX_MUL1
+    z ^= z >> _SHIFT27
+    z *= _SPLITMIX_MUL2
+    z ^= z >> _SHIFT31
+    return z
 
 
 def _as_uint64(values: Any) -> np.ndarray:
@@ -113,9 +116,17 @@ def example_keys(seed: int, epochs: Any, indices: Any) -> np.ndarray:
     Example: example_keys(0, 0, [5, 6]) -> uint64 array of 2 keys; key 5 is the
     same in any batch.
     """
-    epochs_u, indices_u = np.broadcast_arrays(_as_uint64(epochs), _as_uint64(indices))
-    seed_key = _splitmix64(_as_uint64(seed))
-    return _splitmix64(_splitmix64(seed_key ^ epochs_u) ^ indices_u).reshape(-1)
+    epochs_u, indices_u = np.atleast_1d(_as_uint64(epochs)), np.atleast_1d(_as_uint64(indices))
+    if epochs_u.shape != indices_u.shape:
+        epochs_u, indices_u = np.broadcast_arrays(epochs_u, indices_u)
+    return _splitmix64(_splitmix64(_seed_key(int(seed)) ^ epochs_u) ^ indices_u).reshape(-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _seed_key(seed: int) -> np.ndarray:
+    key = _splitmix64(np.atleast_1d(_as_uint64(seed)))
+    key.flags.writeable = False
+    return key
 
 
 def _random_uint64(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
@@ -177,10 +188,13 @@ def random_spans_noise_mask(
     noise_lengths = _random_segmentation(keys, _NOISE_STREAM, num_noise, num_spans)
     nonnoise_lengths = _random_segmentation(keys, _NONNOISE_STREAM, length - num_noise, num_spans)
     # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]: the start of every span but the first.
-    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(-1)
+    interleaved = np.empty((batch, 2 * num_spans), np.int64)  # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]
+    interleaved[:, 0::2] = nonnoise_lengths
+    interleaved[:, 1::2] = noise_lengths
     # Each span as a run of its value (False: non-noise, True: noise); every row's lengths sum to `length`.
-    values = np.tile(np.array([False, True]), batch * num_spans)
-    return np.repeat(values, interleaved).reshape(batch, length)
+    values = np.zeros(2 * batch * num_spans, bool)
+    values[1::2] = True
+    return np.repeat(values, interleaved.reshape(-1)).reshape(batch, length)
 
 
 def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:
@@ -198,10 +212,12 @@ def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.n
     return values[keep].reshape(ids.shape[0], -1)
 
 
-def _pad_columns(x: np.ndarray, width: int, pad_id: int) -> np.ndarray:
+def _with_eos_padded(x: np.ndarray, eos_id: int, width: int, pad_id: int) -> tuple[np.ndarray, int]:
+    """(rows of `x` followed by EOS, padded with pad_id to `width` columns; the filled width)."""
     out = np.full((x.shape[0], width), pad_id, np.int64)
     out[:, : x.shape[1]] = x
-    return out
+    out[:, x.shape[1]] = eos_id
+    return out, x.shape[1] + 1
 
 
 @dataclasses.dataclass
@@ -298,13 +314,18 @@ class T5DataCollator:
 
     def corrupt(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
         """Span-corrupt (B, raw_length) ids with a given (B, raw_length) noise mask."""
-        eos = np.full((ids.shape[0], 1), self.eos_id, np.int64)
-        inputs = np.concatenate([_span_to_sentinel(ids, mask, self.sentinel_ids), eos], axis=1)
-        targets = np.concatenate([_span_to_sentinel(ids, ~mask, self.sentinel_ids), eos], axis=1)
+        inputs, filled = _with_eos_padded(
+            _span_to_sentinel(ids, mask, self.sentinel_ids), self.eos_id, self.input_length, self.pad_id
+        )
+        labels, _ = _with_eos_padded(
+            _span_to_sentinel(ids, ~mask, self.sentinel_ids), self.eos_id, self.target_length, LABEL_PAD_ID
+        )
+        attention = np.zeros((ids.shape[0], self.input_length), np.int64)
+        attention[:, :filled] = 1
         return {
-            "input_ids": torch.from_numpy(_pad_columns(inputs, self.input_length, self.pad_id)),
-            "attention_mask": torch.from_numpy(_pad_columns(np.ones_like(inputs), self.input_length, 0)),
-            "labels": torch.from_numpy(_pad_columns(targets, self.target_length, LABEL_PAD_ID)),
+            "input_ids": torch.from_numpy(inputs),
+            "attention_mask": torch.from_numpy(attention),
+            "labels": torch.from_numpy(labels),
         }
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
