@@ -100,6 +100,14 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def _splitmix64_int(x: int) -> int:
+    """`_splitmix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost (for small batches)."""
+    z = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def _as_uint64(values: Any) -> np.ndarray:
     """Python / numpy integers (negative ones too) -> uint64 array, two's complement."""
     array = np.asarray(values)
@@ -122,6 +130,20 @@ def example_keys(seed: int, epochs: Any, indices: Any) -> np.ndarray:
     return _splitmix64(_splitmix64(_seed_key(int(seed)) ^ epochs_u) ^ indices_u).reshape(-1)
 
 
+# Up to this many examples, keys are hashed with Python ints: a handful of int operations per example beat numpy's
+# fixed cost per array operation (bench/collator.py, batch 1).
+_PYTHON_KEYS_MAX_BATCH = 16
+
+
+def _example_keys_small(seed: int, epochs: Sequence[int], indices: Sequence[int]) -> np.ndarray:
+    """`example_keys` for short Python int lists, bit for bit (tests/test_data_collators.py checks both paths agree)."""
+    seed_key = int(_seed_key(int(seed))[0])
+    return np.array(
+        [_splitmix64_int(_splitmix64_int(seed_key ^ (e & _MASK64)) ^ (i & _MASK64)) for e, i in zip(epochs, indices)],
+        dtype=np.uint64,
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _seed_key(seed: int) -> np.ndarray:
     key = _splitmix64(np.atleast_1d(_as_uint64(seed)))
@@ -129,40 +151,73 @@ def _seed_key(seed: int) -> np.ndarray:
     return key
 
 
-def _random_uint64(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
-    """(B, count) uint64 random numbers; entry [b, i] depends only on (keys[b], stream, i)."""
-    return _splitmix64(keys[:, None] ^ _hashed_counters(stream, count)[None, :])
-
-
 @functools.lru_cache(maxsize=64)
-def _hashed_counters(stream: int, count: int) -> np.ndarray:
-    """splitmix64 of the counters of one stream (the same for every batch: computed once, read-only)."""
-    hashed = _splitmix64(np.arange(count, dtype=np.uint64) + np.uint64(stream << 32))
+def _gap_counters(num_noise_gaps: int, num_nonnoise_gaps: int) -> np.ndarray:
+    """splitmix64 of the gap counters of the noise stream, then of the non-noise stream (the same for every batch:
+    computed once, read-only). Entry i of stream s hashes i + (s << 32), so an example's random numbers depend only
+    on (its key, stream, i)."""
+    counters = np.concatenate(
+        [
+            np.arange(num_noise_gaps, dtype=np.uint64) + np.uint64(_NOISE_STREAM << 32),
+            np.arange(num_nonnoise_gaps, dtype=np.uint64) + np.uint64(_NONNOISE_STREAM << 32),
+        ]
+    )
+    hashed = _splitmix64(counters)
     hashed.flags.writeable = False
     return hashed
 
 
-def _random_segmentation(keys: np.ndarray, stream: int, num_items: int, num_segments: int) -> np.ndarray:
-    """(B, num_segments) positive segment lengths summing to num_items, uniformly random.
+def _random_cuts(random: np.ndarray, num_items: int, num_segments: int) -> np.ndarray:
+    """(B, num_segments + 1) cut points 0 = c_0 < c_1 < ... < c_S = num_items: a uniformly random split of
+    num_items items into num_segments non-empty segments (segment j is items [c_j, c_{j+1})).
 
-    Picks num_segments - 1 of the num_items - 1 gaps between items uniformly (the
-    gaps with the smallest random keys), as T5's `_random_segmentation` does with a
-    shuffle. Example: num_items=5, num_segments=2, chosen gap 1 -> lengths [2, 3].
+    Picks num_segments - 1 of the num_items - 1 gaps between items uniformly (the gaps with the smallest random
+    keys), as T5's `_random_segmentation` does with a shuffle. Example: num_items=5, num_segments=2, chosen gap 1
+    -> cuts [0, 2, 5], segment lengths [2, 3]. `random`: (B, num_items - 1) distinct-per-row uint64 keys.
     """
-    batch = keys.shape[0]
-    random = _random_uint64(keys, stream, num_items - 1)
+    batch = random.shape[0]
+    cuts = np.empty((batch, num_segments + 1), np.int64)
+    cuts[:, 0] = 0
+    cuts[:, -1] = num_items
+    k = num_segments - 1
+    if k == 0:
+        return cuts
     # The values in a row are all distinct (splitmix64 is a bijection and the counters differ), so the k smallest
     # form a unique set: a linear-time partial selection picks exactly the gaps a full sort would.
-    k = num_segments - 1
-    if 0 < k < num_items - 1:
-        chosen = np.argpartition(random, k - 1, axis=1)[:, :k]
-    else:
-        chosen = np.argsort(random, axis=1)[:, :k]
-    gaps = np.sort(chosen, axis=1)
-    boundaries = np.concatenate(
-        [np.zeros((batch, 1), np.int64), gaps + 1, np.full((batch, 1), num_items, np.int64)], axis=1
-    )
-    return np.diff(boundaries, axis=1)
+    chosen = random.argpartition(k - 1, axis=1)[:, :k] if k < num_items - 1 else random.argsort(axis=1)
+    chosen.sort(axis=1)
+    cuts[:, 1:-1] = chosen
+    cuts[:, 1:-1] += 1
+    return cuts
+
+
+def _noise_spans(
+    length: int, noise_density: float, mean_noise_span_length: float, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends): (B, num_spans) int64 positions of each row's noise spans, [starts[j], ends[j]).
+
+    Spans alternate non-noise, noise, non-noise, ...: non-noise span j comes right before noise span j, so noise
+    span j starts after j + 1 non-noise and j noise segments.
+    """
+    _check_noise_args(noise_density, mean_noise_span_length)
+    if length < 2:
+        raise ValueError(f"length must be >= 2, got {length}")
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
+    # One hash pass for both segmentations: the noise stream's gap keys, then the non-noise stream's.
+    random = _splitmix64(keys[:, None] ^ _gap_counters(num_noise - 1, length - num_noise - 1)[None, :])
+    noise_cuts = _random_cuts(random[:, : num_noise - 1], num_noise, num_spans)
+    nonnoise_ends = _random_cuts(random[:, num_noise - 1 :], length - num_noise, num_spans)[:, 1:]
+    return nonnoise_ends + noise_cuts[:, :-1], nonnoise_ends + noise_cuts[:, 1:]
+
+
+def _mask_from_spans(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """Bool (B, length) mask, True inside the [starts, ends) spans (disjoint, increasing, ends <= length)."""
+    rows = np.arange(starts.shape[0])[:, None]
+    toggles = np.zeros((starts.shape[0], length + 1), bool)  # the mask flips at every start and every end
+    toggles[rows, starts] = True
+    toggles[rows, ends] = True
+    return np.logical_xor.accumulate(toggles[:, :length], axis=1)
 
 
 def random_spans_noise_mask(
@@ -179,22 +234,7 @@ def random_spans_noise_mask(
     has 3 noise tokens in 2 spans, e.g. [F F T F F F F F T T].
     `keys` is a uint64 array (B,), e.g. from `example_keys`.
     """
-    _check_noise_args(noise_density, mean_noise_span_length)
-    if length < 2:
-        raise ValueError(f"length must be >= 2, got {length}")
-    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-    batch = keys.shape[0]
-    num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
-    noise_lengths = _random_segmentation(keys, _NOISE_STREAM, num_noise, num_spans)
-    nonnoise_lengths = _random_segmentation(keys, _NONNOISE_STREAM, length - num_noise, num_spans)
-    # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]: the start of every span but the first.
-    interleaved = np.empty((batch, 2 * num_spans), np.int64)  # [nonnoise_0, noise_0, nonnoise_1, noise_1, ...]
-    interleaved[:, 0::2] = nonnoise_lengths
-    interleaved[:, 1::2] = noise_lengths
-    # Each span as a run of its value (False: non-noise, True: noise); every row's lengths sum to `length`.
-    values = np.zeros(2 * batch * num_spans, bool)
-    values[1::2] = True
-    return np.repeat(values, interleaved.reshape(-1)).reshape(batch, length)
+    return _mask_from_spans(*_noise_spans(length, noise_density, mean_noise_span_length, keys), length)
 
 
 def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:
@@ -209,6 +249,16 @@ def _span_to_sentinel(ids: np.ndarray, span_mask: np.ndarray, sentinel_ids: np.n
     span_index = np.cumsum(first_in_span, axis=1) - 1
     values = np.where(first_in_span, sentinel_ids[np.maximum(span_index, 0)], ids)
     keep = ~(span_mask & prev)
+    return values[keep].reshape(ids.shape[0], -1)
+
+
+def _keep_with_sentinels(ids: np.ndarray, keep: np.ndarray, first: np.ndarray, sentinel_ids: np.ndarray) -> np.ndarray:
+    """`_span_to_sentinel` when the spans' first positions are known: ids where `keep` (a scratch mask the caller
+    hands over: it is modified), and sentinel_ids[j] at position first[:, j] of every row."""
+    rows = np.arange(ids.shape[0])[:, None]
+    values = ids.copy()
+    values[rows, first] = sentinel_ids
+    keep[rows, first] = True
     return values[keep].reshape(ids.shape[0], -1)
 
 
@@ -287,7 +337,7 @@ class T5DataCollator:
         self.epoch = int(epoch)
 
     def _stack_input_ids(self, examples: Sequence[dict]) -> np.ndarray:
-        rows = []
+        rows = np.empty((len(examples), self.raw_length), np.int64)
         for position, example in enumerate(examples):
             ids = np.asarray(example["input_ids"], dtype=np.int64)
             if ids.ndim != 1 or ids.shape[0] != self.raw_length:
@@ -296,14 +346,16 @@ class T5DataCollator:
                     f"raw_length={self.raw_length} ids: the packing step must produce full-length blocks "
                     f"of raw_length (from compute_input_and_target_lengths({self.input_length}, ...))"
                 )
-            rows.append(ids)
-        return np.stack(rows)
+            rows[position] = ids
+        return rows
 
     def _keys(self, examples: Sequence[dict]) -> np.ndarray:
         first = self._examples_seen
         self._examples_seen += len(examples)
         indices = [int(ex["idx"]) if ex.get("idx") is not None else first + i for i, ex in enumerate(examples)]
         epochs = [int(ex["epoch"]) if ex.get("epoch") is not None else self.epoch for ex in examples]
+        if len(examples) <= _PYTHON_KEYS_MAX_BATCH:
+            return _example_keys_small(self.seed, epochs, indices)
         return example_keys(self.seed, epochs, indices)
 
     def noise_mask(self, examples: Sequence[dict]) -> np.ndarray:
@@ -314,13 +366,14 @@ class T5DataCollator:
 
     def corrupt(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
         """Span-corrupt (B, raw_length) ids with a given (B, raw_length) noise mask."""
-        inputs, filled = _with_eos_padded(
-            _span_to_sentinel(ids, mask, self.sentinel_ids), self.eos_id, self.input_length, self.pad_id
+        return self._batch(
+            _span_to_sentinel(ids, mask, self.sentinel_ids), _span_to_sentinel(ids, ~mask, self.sentinel_ids)
         )
-        labels, _ = _with_eos_padded(
-            _span_to_sentinel(ids, ~mask, self.sentinel_ids), self.eos_id, self.target_length, LABEL_PAD_ID
-        )
-        attention = np.zeros((ids.shape[0], self.input_length), np.int64)
+
+    def _batch(self, inputs: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+        inputs, filled = _with_eos_padded(inputs, self.eos_id, self.input_length, self.pad_id)
+        labels, _ = _with_eos_padded(labels, self.eos_id, self.target_length, LABEL_PAD_ID)
+        attention = np.zeros((inputs.shape[0], self.input_length), np.int64)
         attention[:, :filled] = 1
         return {
             "input_ids": torch.from_numpy(inputs),
@@ -329,8 +382,18 @@ class T5DataCollator:
         }
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """The same batch as corrupt(ids, noise_mask(examples)), built from the span positions directly."""
         ids = self._stack_input_ids(examples)
-        return self.corrupt(ids, self.noise_mask(examples))
+        starts, ends = _noise_spans(
+            self.raw_length, self.noise_density, self.mean_noise_span_length, self._keys(examples)
+        )
+        mask = _mask_from_spans(starts, ends, self.raw_length)
+        # Non-noise span 0 starts every row; non-noise span j > 0 starts where noise span j - 1 ends.
+        nonnoise_starts = np.concatenate([np.zeros_like(starts[:, :1]), ends[:, :-1]], axis=1)
+        return self._batch(
+            _keep_with_sentinels(ids, ~mask, starts, self.sentinel_ids),
+            _keep_with_sentinels(ids, mask, nonnoise_starts, self.sentinel_ids),
+        )
 
 
 @dataclasses.dataclass

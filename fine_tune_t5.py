@@ -183,6 +183,26 @@ def mixture_summary(sets: list[EvalSet], per_set: list[dict[str, float]]) -> dic
     return summary
 
 
+def loss_from_candidate_scores(
+    scores: torch.Tensor, labels: torch.Tensor, candidate_ids: torch.Tensor
+) -> torch.Tensor | None:
+    """The token-mean cross-entropy T5 computes on `labels`, read off the candidates' summed log-likelihoods.
+
+    scores: (batch, k); labels: (batch, width) and candidate_ids: (k, width'), both padded with LABEL_PAD_ID.
+    None when some row of labels is not exactly one candidate's ids.
+    Example: candidates [[5, 1], [6, 1]], labels [[6, 1]], scores [[-3.0, -0.5]] -> 0.5 / 2 tokens = 0.25.
+    """
+    candidates = candidate_ids.to(labels.device)
+    width = max(labels.shape[1], candidates.shape[1])
+    labels_p = torch.nn.functional.pad(labels, (0, width - labels.shape[1]), value=LABEL_PAD_ID)
+    candidates_p = torch.nn.functional.pad(candidates, (0, width - candidates.shape[1]), value=LABEL_PAD_ID)
+    matches = (labels_p[:, None, :] == candidates_p[None, :, :]).all(dim=-1)  # (batch, k)
+    if not bool((matches.sum(dim=1) == 1).all()):
+        return None
+    gold = scores.gather(1, matches.float().argmax(dim=1, keepdim=True))
+    return -gold.sum() / (labels != LABEL_PAD_ID).sum()
+
+
 class FineTuneTrainer(T5Trainer):
     """Evaluates on decoded text: generation, or rank classification over the task's candidate targets.
 
@@ -279,19 +299,25 @@ class FineTuneTrainer(T5Trainer):
         inputs = self._prepare_inputs(inputs)
         unwrapped = self.accelerator.unwrap_model(model)
         with torch.no_grad(), self.compute_loss_context_manager():
-            # The encoder runs once per batch: the eval loss and every candidate's score share its output.
+            # The encoder runs once per batch: every candidate's score, and the eval loss, share its output.
             # (A soft prompt is prepended there and the mask extended; `seq2seq` is the T5 under a peft wrapper.)
             seq2seq, encoded, mask = parameter_efficient.encoder_states(
                 unwrapped, inputs["input_ids"], inputs["attention_mask"]
             )
+            scores = self.candidate_scores(seq2seq, encoded, mask)
+            labels = inputs.get("labels")
             loss = None
-            if "labels" in inputs:
-                loss = seq2seq(encoder_outputs=(encoded,), attention_mask=mask, labels=inputs["labels"]).loss
-            choice = self.rank_candidates(seq2seq, encoded, mask)
-        return (loss.detach() if loss is not None else None), choice[:, None], inputs.get("labels")
+            if labels is not None:
+                # Where every target is one of the candidates, the teacher-forced loss is already in the scores;
+                # otherwise (e.g. several reference answers) one more decoder pass computes it.
+                loss = loss_from_candidate_scores(scores, labels, self._candidate_ids)
+                if loss is None:
+                    loss = seq2seq(encoder_outputs=(encoded,), attention_mask=mask, labels=labels).loss
+        return (loss.detach() if loss is not None else None), scores.argmax(dim=1)[:, None], labels
 
-    def rank_candidates(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Index of the candidate target with the highest log-likelihood (summed over its tokens), per example.
+    def candidate_scores(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, k) log-likelihood of each candidate target (summed over its tokens, EOS included), per example;
+        rank eval picks the highest.
 
         Each chunk of candidates reuses the encoder states (repeated per candidate) in one decoder call.
         """
@@ -316,7 +342,7 @@ class FineTuneTrainer(T5Trainer):
             present = labels != LABEL_PAD_ID
             token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
             scores.append(token_logp.sum(-1).view(batch, k))
-        return torch.cat(scores, dim=1).argmax(dim=1)
+        return torch.cat(scores, dim=1)
 
 
 class _QuietCallbacks:

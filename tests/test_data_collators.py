@@ -170,6 +170,17 @@ class NoiseMaskTest(parameterized.TestCase):
         mask = dc.random_spans_noise_mask(20, 0.25, 2.0, dc.example_keys(0, 0, [0, 1, 2]))
         np.testing.assert_array_equal(mask, np.array(expected, dtype=bool))
 
+    def test_small_batch_keys_match_numpy_keys(self):
+        # Batches of up to _PYTHON_KEYS_MAX_BATCH examples hash their keys with Python ints (speed); both paths
+        # must give the same bits, for negative, huge and ordinary seeds, epochs and indices.
+        rng = np.random.default_rng(0)
+        for seed in (0, 1, -3, 2**63 + 5):
+            epochs = [int(e) for e in rng.integers(-5, 2**40, 12)] + [0, -1, 2**64 - 1, 7]
+            indices = [int(i) for i in rng.integers(-(2**62), 2**62, 12)] + [0, 2**64 - 1, -1, 3]
+            np.testing.assert_array_equal(
+                dc._example_keys_small(seed, epochs, indices), dc.example_keys(seed, epochs, indices)
+            )
+
     def test_row_depends_only_on_its_key(self):
         keys = dc.example_keys(7, 2, range(16))
         full = dc.random_spans_noise_mask(100, 0.15, 3.0, keys)
@@ -323,12 +334,13 @@ class DeterminismTest(parameterized.TestCase):
         torch.testing.assert_close(a(examples), b(examples))
         torch.testing.assert_close(a(examples), a(examples))  # explicit idx: no dependence on call count
 
-    @parameterized.parameters(range(8))
-    def test_idx_independent_of_batch_composition(self, position):
+    @parameterized.parameters((0, 7), (3, 7), (7, 7), (0, 40), (20, 40))
+    def test_idx_independent_of_batch_composition(self, position, num_others):
+        # 8 examples take the small-batch key path, 41 the numpy one: both give the lone example's row.
         collator = make_collator()
         ids, examples = random_examples(collator, 1, first_idx=5)
         alone = collator(examples)
-        _, others = random_examples(collator, 7, rng_seed=position + 1, first_idx=100 + 10 * position)
+        _, others = random_examples(collator, num_others, rng_seed=position + 1, first_idx=100 + 10 * position)
         batch = collator(others[:position] + examples + others[position:])
         for key in alone:
             torch.testing.assert_close(batch[key][position], alone[key][0])

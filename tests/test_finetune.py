@@ -264,6 +264,19 @@ class EvalModeTest(absltest.TestCase):
     def test_eval_loss_does_not_depend_on_the_mode(self):
         self.assertAlmostEqual(self.runs["rank"][0]["eval_loss"], self.runs["generate"][0]["eval_loss"], places=5)
 
+    def test_loss_from_candidate_scores(self):
+        # Hand-checked: candidates "5 EOS" / "6 7 EOS"; rows pick candidates 1 and 0; 3 + 2 label tokens.
+        candidates = torch.tensor([[5, 1, -100], [6, 7, 1]])
+        scores = torch.tensor([[-1.0, -4.0], [-2.0, -0.5]])
+        labels = torch.tensor([[6, 7, 1], [5, 1, -100]])
+        loss = fine_tune_t5.loss_from_candidate_scores(scores, labels, candidates)
+        self.assertAlmostEqual(loss.item(), (4.0 + 2.0) / 5, places=6)
+        # Labels wider than the candidates (extra padding) still match.
+        wide = torch.nn.functional.pad(labels, (0, 2), value=-100)
+        self.assertAlmostEqual(fine_tune_t5.loss_from_candidate_scores(scores, wide, candidates).item(), 1.2, places=6)
+        # A target that is no candidate (truncated, or a free-text reference): no shortcut, the caller runs the loss.
+        self.assertIsNone(fine_tune_t5.loss_from_candidate_scores(scores, torch.tensor([[6, 1], [5, 1]]), candidates))
+
     def test_rank_prediction_is_the_most_likely_label_word(self):
         """Each label word scored alone (summed log-likelihood of its tokens, EOS included) agrees with rank mode."""
         model = T5ForConditionalGeneration.from_pretrained(self.model_dir).eval()
