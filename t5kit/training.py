@@ -292,6 +292,7 @@ def train_and_save(
     results.update(batch)
     results["distributed_type"] = str(trainer.accelerator.distributed_type).split(".")[-1]
     results["precision"] = "bf16" if args.bf16 else "fp32"
+    results["torch_compile"] = bool(args.torch_compile)
     results.update(extra_results or {})
     if trainer.is_world_process_zero():
         save_results(trainer, results)
