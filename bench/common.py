@@ -226,6 +226,7 @@ class StepTimer(TrainerCallback):
         self.steps_done = 0
         self.waited = 0.0
         self.window: list[tuple[float, float | None]] = []  # (seconds, contention) of each step after warm-up
+        self.warmup_seconds: list[float] = []  # the untimed warm-up steps (the first holds any compilation)
         self._last_end = time.perf_counter()
         self._contention = CpuContention()
 
@@ -234,6 +235,8 @@ class StepTimer(TrainerCallback):
         self.steps_done += 1
         if self.steps_done > self.warmup_steps:
             self.window.append((now - self._last_end, self._contention.stop()))
+        else:
+            self.warmup_seconds.append(now - self._last_end)
         if (
             len(self.clean()) >= self.steps
             or len(self.window) >= self.steps + self.max_discarded
@@ -270,6 +273,7 @@ class StepTimer(TrainerCallback):
             "all_contended": not self.clean(),
             "contention": max(shares) if shares else None,
             "waited_seconds": self.waited,
+            "warmup_step_seconds": list(self.warmup_seconds),
         }
 
 

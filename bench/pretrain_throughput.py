@@ -90,13 +90,15 @@ def tokenizer_cache_dir(files: list[str], vocab_size: int, work_dir: Path) -> Pa
 # Variants
 
 
-def run_ours(args, files: list[str], work_dir: Path) -> dict:
-    """pre_train_t5.main on its default path. The first time, the tokenizer is trained by main itself
-    (--vocab_size; retried smaller if the corpus cannot support the size) and then cached for later runs."""
+def run_ours(args, files: list[str], work_dir: Path, compile_model: bool = False) -> dict:
+    """pre_train_t5.main on its default path (with `compile_model`: plus --torch_compile). The first time, the
+    tokenizer is trained by main itself (--vocab_size; retried smaller if the corpus cannot support the size) and
+    then cached for later runs."""
     import pre_train_t5
     from t5kit.args import UsageError
 
-    output_dir = work_dir / "ours"
+    key = "ours_compile" if compile_model else "ours"
+    output_dir = work_dir / key
     total = args.warmup_steps + args.steps + args.max_discarded
     common_argv = [
         "--train_files", *files,
@@ -111,6 +113,7 @@ def run_ours(args, files: list[str], work_dir: Path) -> dict:
         "--report_to", "none",
         "--disable_tqdm", "True",
         "--seed", str(args.seed),
+        *(["--torch_compile", "True"] if compile_model else []),
     ]  # fmt: skip
     cache = tokenizer_cache_dir(files, args.vocab_size, work_dir)
     info_file = cache / "bench_info.json"
@@ -158,8 +161,8 @@ def run_ours(args, files: list[str], work_dir: Path) -> dict:
         }
         info_file.write_text(json.dumps(info, indent=2))
     return {
-        "key": "ours",
-        "name": "ours (pre_train_t5.main, default path)",
+        "key": key,
+        "name": "ours + --torch_compile" if compile_model else "ours (pre_train_t5.main, default path)",
         "precision": results["precision"],
         "dropout": trainer.model.config.dropout_rate,
         "collator": type(trainer.data_collator).__name__ + " (vectorised)",
@@ -252,6 +255,10 @@ def parse_args(argv):
     )  # fmt: skip
     p.add_argument("--bf16_steps", type=int, default=3, help="timed steps for plain + bf16")
     p.add_argument(
+        "--compile", choices=["on", "off"], default="on",
+        help="also time ours + --torch_compile (its first step compiles: minutes on CPU, outside the timed window)",
+    )  # fmt: skip
+    p.add_argument(
         "--max_contention", type=float, default=0.10,
         help="discard a timed step when other processes took more than this share of the CPUs during it",
     )  # fmt: skip
@@ -310,6 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
     runs = [ours, run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False)]
     if run_bf16:
         runs.append(run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=True))
+    if args.compile == "on":
+        compiled = run_ours(args, files, work_dir, compile_model=True)
+        for unused in ("tokenizer", "blocks", "tokenizer_info"):
+            compiled.pop(unused)
+        runs.append(compiled)
 
     # Collation cost alone, on the same batch of blocks (best of 5); also checks each collator's output.
     sample = [dict(blocks[i], idx=i, epoch=0) for i in range(min(args.batch_size, len(blocks)))]
@@ -363,6 +375,46 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
 
+def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
+    """nanoT5-style precision x torch.compile table of our script's variants (markdown lines, then a blank line)."""
+    ours_runs = {(r["precision"], r["key"] == "ours_compile"): r for r in runs if r["key"].startswith("ours")}
+    base = runs[0]
+    rows = []
+    for precision in ("fp32", "bf16"):
+        for compiled in (False, True):
+            run = ours_runs.get((precision, compiled))
+            cells = [precision, "yes" if compiled else "no"]
+            if run:
+                cells += [
+                    f"{run['seconds_per_step']:.3g}",
+                    f"{run['tokens_per_second']:,.0f}",
+                    f"{run['tokens_per_second'] / base['tokens_per_second']:.2f}x",
+                    f"{run['warmup_step_seconds'][0]:.1f}" if run.get("warmup_step_seconds") else "",
+                    "measured",
+                ]
+            elif precision == "bf16" and skipped_bf16:
+                low = skipped_bf16["min_seconds_per_step"]
+                cells += [f">= {low:.3g} (est.)", f"<= {args.batch_size * args.input_length / low:,.0f}", "", "",
+                          "not run: bf16 is emulated on this CPU (see below)"]  # fmt: skip
+            elif compiled and args.compile == "off":
+                cells += ["", "", "", "", "not run (--compile off)"]
+            else:
+                cells += ["", "", "", "", "not run here"]
+            rows.append(cells)
+    return [
+        f"Precision x compile, `pre_train_t5.py` on the same model and batch (time per optimizer step; ratio to the "
+        "first row; first step = the untimed first warm-up step, which holds the compilation). Compilation changes "
+        "no result: tests/test_pretrain.py::TorchCompileTest checks a 6-step loss trace against eager mode (1e-4):",
+        "",
+        common.markdown_table(
+            ["precision", "torch.compile", "s/step", "input tokens/s", "vs fp32 eager", "first step s", "status"],
+            rows,
+            ["---", "---", "---:", "---:", "---:", "---:", "---"],
+        ),
+        "",
+    ]
+
+
 def render(
     args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16
 ) -> str:
@@ -398,6 +450,7 @@ def render(
         ["---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
     )  # fmt: skip
     ours, plain = runs[0], runs[1]
+    grid = precision_compile_table(args, runs, skipped_bf16)
     corpus = (
         f"{len(args.train_files)} --train_files" if args.train_files else "every .txt under shared/data/corpus, 10.8 MB"
     )
@@ -413,14 +466,22 @@ def render(
         f"Global batch {args.batch_size} x {args.input_length} input / {target_length} target tokens (packed raw "
         f"blocks of {raw_length} from {corpus}), one process. "
         f"Timed: {args.steps} steps after {args.warmup_steps} untimed warm-up steps"
-        + (f" ({args.bf16_steps} for bf16)" if len(runs) > 2 else "")
+        + (f" ({args.bf16_steps} for bf16)" if any(r["key"] == "plain_bf16" for r in runs) else "")
         + ".",
         "",
         table,
         "",
+        *grid,
         f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s. Both "
         f"{ours['precision']} on the same blocks; they differ in dropout ({ours['dropout']:g} vs {plain['dropout']:g}) "
         f"and collation ({ours['collate_ms']:.1f} vs {plain['collate_ms']:.1f} ms per batch, measured alone).",
+        *[
+            f"- **ours + --torch_compile / plain = {r['speedup_vs_plain_fp32']:.2f}x** input tokens/s "
+            f"({r['tokens_per_second'] / ours['tokens_per_second']:.2f}x ours eager; its first step, which compiles, "
+            f"took {r['warmup_step_seconds'][0]:.0f} s)."
+            for r in runs
+            if r["key"] == "ours_compile"
+        ],
         "- Matmul peak measured in this run (`torch.mm`, best of repeats): "
         + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n = {v['n']})" for k, v in peaks.items())
         + ". MFU = analytic GFLOP/s / the peak of the variant's precision.",

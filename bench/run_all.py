@@ -42,7 +42,7 @@ BENCHMARKS: list[Benchmark] = [
         quick_args=[
             "--model_config", "tiny", "--input_length", "64", "--steps", "2", "--warmup_steps", "1",
             "--vocab_size", "1000", "--train_files", str(TINY_CORPUS), "--bf16", "off", "--wait_idle_s", "0",
-            "--max_discarded", "0",
+            "--max_discarded", "0", "--compile", "off",
             "--work_dir", str(common.WORK_DIR / "quick"),
         ],
     ),  # fmt: skip
