@@ -402,7 +402,7 @@ def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
                 cells += ["", "", "", "", "not run here"]
             rows.append(cells)
     return [
-        f"Precision x compile, `pre_train_t5.py` on the same model and batch (time per optimizer step; ratio to the "
+        "Precision x compile, `pre_train_t5.py` on the same model and batch (time per optimizer step; ratio to the "
         "first row; first step = the untimed first warm-up step, which holds the compilation). Compilation changes "
         "no result: tests/test_pretrain.py::TorchCompileTest checks a 6-step loss trace against eager mode (1e-4):",
         "",
