@@ -437,7 +437,7 @@ def parse_args(argv):
         help="the RTE model's own tokenizer, trained on RTE train text by fine_tune_t5 --vocab_size (the SST-2 "
         "one has no '_' and cannot spell not_entailment)",
     )  # fmt: skip
-    p.add_argument("--eval_repeats", type=int, default=2, help="part 2: each eval runs this often; fastest kept")
+    p.add_argument("--eval_repeats", type=int, default=3, help="part 2: each eval runs this often; fastest kept")
     p.add_argument("--max_contention", type=float, default=0.10, help="flag measurements above this CPU share")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny budgets, 8k train examples")
     p.add_argument("--data_dir", type=Path, default=common.SHARED_DATA / "glue")

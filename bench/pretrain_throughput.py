@@ -7,15 +7,19 @@
 Variants, all on the same model shape (`--model_config`, T5 v1.1 preset), the same tokenizer, the same packed blocks
 of the same corpus, the same global batch and the same input / target lengths:
 
-- **ours**: `pre_train_t5.main([...])` on its default path: fp32 on a CPU without AVX-512 BF16 (bf16 where the
-  hardware has it), dropout 0.0, the vectorised `data_collators.T5DataCollator`, `T5Trainer`.
+- **ours**: `pre_train_t5.main([...])` on its default path: bf16 autocast where the hardware has fast bf16
+  (AVX-512 BF16 / AMX / GPU), else fp32; dropout 0.0, the vectorised `data_collators.T5DataCollator`, `T5Trainer`.
+- **ours, other precision / + --torch_compile**: the rest of the precision x compile grid (nanoT5's table): ours
+  with `--bf16 True|False` and with `--torch_compile` (its first step compiles, outside the timed window).
 - **plain**: `Seq2SeqTrainer` with its defaults (fp32, AdamW, no tuning), the model built with T5Config's default
   dropout 0.1, fed by `PerExampleSpanCorruptionCollator` (bench/plain_collator.py): the usual port of the Flax T5
   example, a Python loop over examples that draws a numpy `random_spans_noise_mask` per example and builds inputs /
   labels per example.
-- **plain + bf16**: the same with `bf16=True` (autocast). Run where bf16 matmuls are fast (AVX-512 BF16 / AMX / GPU:
-  measured bf16 peak >= half the fp32 one) or with `--bf16 on`. Elsewhere bf16 is emulated (~1 GFLOP/s on this
-  AVX2 CPU, a step would take minutes), so the table shows the lower bound FLOPs / measured bf16 peak instead.
+- **plain + bf16**: the same with `bf16=True` (autocast).
+
+bf16 variants run where bf16 matmuls are fast (measured bf16 peak >= half the fp32 one) or with `--bf16 on`.
+Elsewhere bf16 is emulated (~1 GFLOP/s on an AVX2-only CPU, a step would take minutes), so the table shows plain +
+bf16's lower bound FLOPs / measured bf16 peak instead.
 
 Timing method: each variant trains `warmup_steps + steps` optimizer steps (more if steps are discarded, below) in
 this process. A `common.StepTimer` callback records `time.perf_counter()` at the end of every step; a step's time is
@@ -60,10 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (sets the offline switches and puts the repo on sys.path)
 
 import torch  # noqa: E402
+from t5kit.args import bf16_supported  # noqa: E402
 from t5kit.tokenizer import NUM_SENTINELS  # noqa: E402
 from plain_collator import PerExampleSpanCorruptionCollator, check_span_corruption  # noqa: E402
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration  # noqa: E402
 
+DEFAULT_PRECISION = "bf16" if bf16_supported() else "fp32"  # what pre_train_t5.py picks here without --bf16
 DEFAULT_CORPUS = "corpus"  # every .txt under <shared data>/corpus (~10.8 MB)
 FALLBACK_VOCAB = 8000
 
@@ -90,14 +96,14 @@ def tokenizer_cache_dir(files: list[str], vocab_size: int, work_dir: Path) -> Pa
 # Variants
 
 
-def run_ours(args, files: list[str], work_dir: Path, compile_model: bool = False) -> dict:
-    """pre_train_t5.main on its default path (with `compile_model`: plus --torch_compile). The first time, the
-    tokenizer is trained by main itself (--vocab_size; retried smaller if the corpus cannot support the size) and
-    then cached for later runs."""
+def run_ours(args, files: list[str], work_dir: Path, precision: str, compile_model: bool = False) -> dict:
+    """pre_train_t5.main in `precision` (`--bf16 True|False`; the default path where it is the machine's default,
+    DEFAULT_PRECISION), with `compile_model` plus --torch_compile. The first time, the tokenizer is trained by main
+    itself (--vocab_size; retried smaller if the corpus cannot support the size) and then cached for later runs."""
     import pre_train_t5
     from t5kit.args import UsageError
 
-    key = "ours_compile" if compile_model else "ours"
+    key = ours_key(precision, compile_model)
     output_dir = work_dir / key
     total = args.warmup_steps + args.steps + args.max_discarded
     common_argv = [
@@ -113,6 +119,7 @@ def run_ours(args, files: list[str], work_dir: Path, compile_model: bool = False
         "--report_to", "none",
         "--disable_tqdm", "True",
         "--seed", str(args.seed),
+        "--bf16", str(precision == "bf16"),
         *(["--torch_compile", "True"] if compile_model else []),
     ]  # fmt: skip
     cache = tokenizer_cache_dir(files, args.vocab_size, work_dir)
@@ -162,7 +169,8 @@ def run_ours(args, files: list[str], work_dir: Path, compile_model: bool = False
         info_file.write_text(json.dumps(info, indent=2))
     return {
         "key": key,
-        "name": "ours + --torch_compile" if compile_model else "ours (pre_train_t5.main, default path)",
+        "name": ours_name(precision, compile_model),
+        "compiled": compile_model,
         "precision": results["precision"],
         "dropout": trainer.model.config.dropout_rate,
         "collator": type(trainer.data_collator).__name__ + " (vectorised)",
@@ -177,6 +185,19 @@ def run_ours(args, files: list[str], work_dir: Path, compile_model: bool = False
         "tokenizer_info": info,
         "blocks": trainer.train_dataset.blocks.with_format(None),
     }
+
+
+def ours_key(precision: str, compiled: bool) -> str:
+    """"ours" is the default path on this machine; other variants say how they differ from it."""
+    return "ours" + ("" if precision == DEFAULT_PRECISION else f"_{precision}") + ("_compile" if compiled else "")
+
+
+def ours_name(precision: str, compiled: bool) -> str:
+    if precision == DEFAULT_PRECISION:
+        name = "ours (pre_train_t5.main, default path)"
+    else:
+        name = f"ours, --bf16 {precision == 'bf16'}"
+    return name + (" + --torch_compile" if compiled else "")
 
 
 def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16: bool) -> dict:
@@ -250,10 +271,11 @@ def parse_args(argv):
     p.add_argument("--train_files", nargs="+", help="corpus files (default: every .txt under shared/data/corpus)")
     p.add_argument(
         "--bf16", choices=["auto", "on", "off"], default="auto",
-        help="the plain + bf16 variant. auto: run it only where the measured bf16 matmul peak is at least half the "
-        "fp32 one (AVX-512 BF16 / AMX / GPU); elsewhere report its lower-bound step time from that peak",
+        help="the bf16 variants (plain + bf16, ours in bf16). auto: run them only where the measured bf16 matmul peak "
+        "is at least half the fp32 one (AVX-512 BF16 / AMX / GPU); elsewhere report plain + bf16's lower-bound step "
+        "time from that peak. off: everything in fp32",
     )  # fmt: skip
-    p.add_argument("--bf16_steps", type=int, default=3, help="timed steps for plain + bf16")
+    p.add_argument("--bf16_steps", type=int, help="timed steps for plain + bf16 (default: --steps)")
     p.add_argument(
         "--compile", choices=["on", "off"], default="on",
         help="also time ours + --torch_compile (its first step compiles: minutes on CPU, outside the timed window)",
@@ -276,6 +298,7 @@ def parse_args(argv):
     p.add_argument("--output", default=str(common.RESULTS_DIR / "pretrain_throughput.md"), help="markdown written here")
     p.add_argument("--work_dir", default=str(common.WORK_DIR / "pretrain_throughput"), help="run folders, caches")
     args = p.parse_args(argv)
+    args.bf16_steps = args.steps if args.bf16_steps is None else args.bf16_steps
     if args.warmup_steps < 1 or args.steps < 1 or args.bf16_steps < 1 or args.max_discarded < 0:
         p.error("--warmup_steps, --steps and --bf16_steps must be >= 1, --max_discarded >= 0")
     return args
@@ -311,17 +334,22 @@ def main(argv: list[str] | None = None) -> dict:
     run_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and peaks["bf16"]["gflops"] >= 0.5 * peaks["fp32"]["gflops"])
 
     files = corpus_files(args)
-    ours = run_ours(args, files, work_dir)
+    # The headline run first: the default path, in the default precision unless --bf16 rules it out.
+    precisions = ["fp32", "bf16"] if run_bf16 else ["fp32"]
+    first = DEFAULT_PRECISION if DEFAULT_PRECISION in precisions else "fp32"
+    ours = run_ours(args, files, work_dir, first)
     tokenizer, blocks, tokenizer_info = ours.pop("tokenizer"), ours.pop("blocks"), ours.pop("tokenizer_info")
     raw_length, target_length = ours["raw_length"], ours["target_length"]
     runs = [ours, run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False)]
     if run_bf16:
         runs.append(run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=True))
-    if args.compile == "on":
-        compiled = run_ours(args, files, work_dir, compile_model=True)
-        for unused in ("tokenizer", "blocks", "tokenizer_info"):
-            compiled.pop(unused)
-        runs.append(compiled)
+    variants = [(p, c) for p in precisions for c in ((False, True) if args.compile == "on" else (False,))]
+    for precision, compiled in variants:  # the rest of the precision x compile grid
+        if (precision, compiled) != (first, False):
+            run = run_ours(args, files, work_dir, precision, compile_model=compiled)
+            for unused in ("tokenizer", "blocks", "tokenizer_info"):
+                run.pop(unused)
+            runs.append(run)
 
     # Collation cost alone, on the same batch of blocks (best of 5); also checks each collator's output.
     sample = [dict(blocks[i], idx=i, epoch=0) for i in range(min(args.batch_size, len(blocks)))]
@@ -377,8 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
     """nanoT5-style precision x torch.compile table of our script's variants (markdown lines, then a blank line)."""
-    ours_runs = {(r["precision"], r["key"] == "ours_compile"): r for r in runs if r["key"].startswith("ours")}
-    base = runs[0]
+    ours_runs = {(r["precision"], r["compiled"]): r for r in runs if r["key"].startswith("ours")}
+    base = ours_runs[("fp32", False)] if ("fp32", False) in ours_runs else runs[0]
     rows = []
     for precision in ("fp32", "bf16"):
         for compiled in (False, True):
@@ -403,8 +431,9 @@ def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
             rows.append(cells)
     return [
         "Precision x compile, `pre_train_t5.py` on the same model and batch (time per optimizer step; ratio to the "
-        "first row; first step = the untimed first warm-up step, which holds the compilation). Compilation changes "
-        "no result: tests/test_pretrain.py::TorchCompileTest checks a 6-step loss trace against eager mode (1e-4):",
+        "fp32 eager row; first step = the untimed first warm-up step, which holds the compilation). Compilation "
+        "changes no result: tests/test_pretrain.py::TorchCompileTest checks a 6-step loss trace against eager mode "
+        "(1e-4 in fp32, 5e-3 in bf16):",
         "",
         common.markdown_table(
             ["precision", "torch.compile", "s/step", "input tokens/s", "vs fp32 eager", "first step s", "status"],
@@ -413,6 +442,35 @@ def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
         ),
         "",
     ]
+
+
+def findings(runs: list[dict]) -> list[str]:
+    """The bullets with the ratios the issue asks for (bold: the summary table picks them up)."""
+    by_key = {r["key"]: r for r in runs}
+    ours, plain, plain_bf16 = runs[0], by_key["plain"], by_key.get("plain_bf16")
+    lines = [
+        f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s (target "
+        f">= 2.5x), each on its default path: ours {ours['precision']}, dropout {ours['dropout']:g}, "
+        f"{ours['collate_ms']:.1f} ms collation per batch; plain {plain['precision']}, dropout {plain['dropout']:g}, "
+        f"{plain['collate_ms']:.1f} ms (collation measured alone). Same blocks, same model shape."
+    ]
+    same = next((r for r in runs if r["key"] in ("ours", "ours_bf16") and r["precision"] == "bf16"), None)
+    if plain_bf16 and same:
+        lines.append(
+            f"- **ours bf16 / plain bf16 = {same['tokens_per_second'] / plain_bf16['tokens_per_second']:.2f}x** "
+            f"(target >= 1.3x). MFU of the bf16 peak: **ours {100 * same['mfu']:.0f}%**, plain "
+            f"{100 * plain_bf16['mfu']:.0f}% (target: ours >= 50%)."
+        )
+    for run in runs:
+        eager = by_key.get(run["key"].replace("_compile", "")) if run.get("compiled") else None
+        if eager:
+            lines.append(
+                f"- **{run['name']} / plain = {run['speedup_vs_plain_fp32']:.2f}x** input tokens/s "
+                f"({run['tokens_per_second'] / eager['tokens_per_second']:.2f}x the same run eager, "
+                f"{100 * run['mfu']:.0f}% of the {run['precision']} peak; its first step, which compiles, took "
+                f"{run['warmup_step_seconds'][0]:.0f} s)."
+            )
+    return lines
 
 
 def render(
@@ -449,7 +507,8 @@ def render(
         rows,
         ["---", "---", "---:", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"],
     )  # fmt: skip
-    ours, plain = runs[0], runs[1]
+    ours = runs[0]
+    keys = {r["key"] for r in runs}
     grid = precision_compile_table(args, runs, skipped_bf16)
     corpus = (
         f"{len(args.train_files)} --train_files" if args.train_files else "every .txt under shared/data/corpus, 10.8 MB"
@@ -466,22 +525,13 @@ def render(
         f"Global batch {args.batch_size} x {args.input_length} input / {target_length} target tokens (packed raw "
         f"blocks of {raw_length} from {corpus}), one process. "
         f"Timed: {args.steps} steps after {args.warmup_steps} untimed warm-up steps"
-        + (f" ({args.bf16_steps} for bf16)" if any(r["key"] == "plain_bf16" for r in runs) else "")
+        + (f" ({args.bf16_steps} for plain + bf16)" if args.bf16_steps != args.steps and "plain_bf16" in keys else "")
         + ".",
         "",
         table,
         "",
         *grid,
-        f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s. Both "
-        f"{ours['precision']} on the same blocks; they differ in dropout ({ours['dropout']:g} vs {plain['dropout']:g}) "
-        f"and collation ({ours['collate_ms']:.1f} vs {plain['collate_ms']:.1f} ms per batch, measured alone).",
-        *[
-            f"- **ours + --torch_compile / plain = {r['speedup_vs_plain_fp32']:.2f}x** input tokens/s "
-            f"({r['tokens_per_second'] / ours['tokens_per_second']:.2f}x ours eager; its first step, which compiles, "
-            f"took {r['warmup_step_seconds'][0]:.0f} s)."
-            for r in runs
-            if r["key"] == "ours_compile"
-        ],
+        *findings(runs),
         "- Matmul peak measured in this run (`torch.mm`, best of repeats): "
         + ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s (n = {v['n']})" for k, v in peaks.items())
         + ". MFU = analytic GFLOP/s / the peak of the variant's precision.",

@@ -52,7 +52,7 @@ BENCHMARKS: list[Benchmark] = [
 ]
 
 
-def headlines(markdown: str, limit: int = 3) -> list[str]:
+def headlines(markdown: str, limit: int = 4) -> list[str]:
     """A section's findings for the summary: its first `limit` bullets with a bold part (or its failure note)."""
     body = markdown.split("\nMachine:")[0]  # the machine description's bullets are bold too
     found = [line[2:].replace("**", "") for line in body.splitlines() if line.startswith("- ") and "**" in line]
