@@ -205,7 +205,7 @@ class T5Trainer(Seq2SeqTrainer):
     def floating_point_ops(self, inputs) -> int:
         """The Trainer's estimate (6 x input tokens x non-embedding parameters), with the parameter count taken once:
         the Trainer recounts it by walking every module at every step (~1 ms a step, 4% of a small model's)."""
-        if "input_ids" not in inputs:
+        if "input_ids" not in inputs or not hasattr(self.model, "num_parameters"):
             return super().floating_point_ops(inputs)
         if self._flop_parameters is None:
             self._flop_parameters = self.model.num_parameters(exclude_embeddings=True)

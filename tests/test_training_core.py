@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from unittest import mock
 
 import datasets
 import torch
@@ -55,10 +56,11 @@ class FloatingPointOpsTest(absltest.TestCase):
         inputs = {"input_ids": torch.ones(3, 11, dtype=torch.long), "labels": torch.ones(3, 4, dtype=torch.long)}
         trainer = types.SimpleNamespace(model=model, _flop_parameters=None)
         expected = Seq2SeqTrainer.floating_point_ops(trainer, inputs)
-        self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
         self.assertEqual(expected, 6 * 33 * model.num_parameters(exclude_embeddings=True))
-        trainer.model = None  # the count is cached: the model is not walked again
-        self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
+        with mock.patch.object(model, "num_parameters", wraps=model.num_parameters) as count:
+            self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
+            self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
+        self.assertEqual(count.call_count, 1)  # cached: the model is walked once, not at every step
 
 
 if __name__ == "__main__":
