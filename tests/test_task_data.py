@@ -12,9 +12,10 @@ from absl.testing import absltest, parameterized
 
 import constants
 import task_data
+from tests.helpers import SHARED_DATA
 
 # Real data lives next to the repo, never in it (see ../shared/data/SOURCES.md).
-GLUE_DIR = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
+GLUE_DIR = SHARED_DATA / "glue"
 
 # (task, split, rows, label counts, first text column, first text), from SOURCES.md.
 REAL_SLICES = (
