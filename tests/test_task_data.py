@@ -4,7 +4,6 @@ files written to a temp dir, custom user data, leaderboard files."""
 import collections
 import json
 import os
-import pathlib
 import tempfile
 
 import datasets
