@@ -38,6 +38,7 @@ class Benchmark:
 TINY_CORPUS = common.SHARED_DATA / "corpus" / "tinyshakespeare" / "part-000.txt"
 
 BENCHMARKS: list[Benchmark] = [
+    Benchmark("attention", quick_args=["--quick"]),
     Benchmark(
         "pretrain_throughput",
         quick_args=[

@@ -74,7 +74,12 @@ class ModelArguments:
         metadata={"help": "Dropout in the model. Default: 0.0 for pre-training (T5 v1.1), the checkpoint's value else."},
     )
     attn_implementation: str = field(
-        default="sdpa", metadata={"help": "Attention kernel: sdpa (default) or eager."}
+        default="blocked",
+        metadata={
+            "help": "Attention kernel: blocked (default: cache-blocked attention with an fp32 softmax on CPU, "
+            "~2.8x faster there than sdpa for T5's biased attention; sdpa on GPUs and under --torch_compile), "
+            "sdpa, or eager."
+        },
     )
 
     def __post_init__(self):
@@ -82,8 +87,10 @@ class ModelArguments:
             raise UsageError("--vocab_size trains a new tokenizer; it cannot be combined with --tokenizer_name_or_path")
         if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
             raise UsageError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if self.attn_implementation not in ("sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.attn_implementation not in ("blocked", "sdpa", "eager"):
+            raise UsageError(
+                f"--attn_implementation must be blocked, sdpa or eager, got {self.attn_implementation!r}"
+            )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 
+from t5kit import attention
 from t5kit.args import ModelArguments, UsageError
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def load_model(
     """Builds or loads the model. `default_dropout` is used when --dropout_rate is unset (None keeps a checkpoint's).
     `device_map` (checkpoints only) places the layers across devices at load time (accelerate big-model loading)."""
     dropout = model_args.dropout_rate if model_args.dropout_rate is not None else default_dropout
+    attention.register()
     if model_args.model_name_or_path:
         overrides = {} if dropout is None else {"dropout_rate": dropout}
         if device_map is not None:

@@ -12,6 +12,7 @@ from absl.testing import absltest
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
+import attention as attention_bench  # noqa: E402
 import collator as collator_bench  # noqa: E402
 import preprocessing as preprocessing_bench  # noqa: E402
 import run_all  # noqa: E402
@@ -34,6 +35,16 @@ class QuickBenchmarksTest(absltest.TestCase):
         self.assertIn("| 8 |", text)
         self.assertIn("Machine:", text)
 
+    def test_attention_quick(self):
+        output = self.tmp / "attention.md"
+        summary = attention_bench.main(["--quick", "--output", str(output)])
+        self.assertEqual([row["shape"] for row in summary["rows"]], [shape[0] for shape in attention_bench.SHAPES])
+        for row in summary["rows"]:
+            self.assertGreater(row["ratio"], 0)
+            self.assertLess(row["blocked_error"], 2e-2)  # bf16 inputs: their own rounding, 2^-8; fp32: ~1e-6
+        self.assertEqual(len(summary["sweep"]), 3)
+        self.assertIn("blocked / sdpa", output.read_text())
+
     def test_preprocessing_quick(self):
         output = self.tmp / "preprocessing.md"
         summary = preprocessing_bench.main(["--quick", "--output", str(output), "--work_dir", str(self.tmp / "w")])
@@ -50,6 +61,7 @@ class QuickBenchmarksTest(absltest.TestCase):
     def test_run_all_lists_both(self):
         names = [bench.name for bench in run_all.BENCHMARKS]
         self.assertIn("preprocessing", names)
+        self.assertIn("attention", names)
         self.assertIn("collator", names)
         for name in names:
             self.assertTrue((REPO / "bench" / f"{name}.py").is_file(), name)
