@@ -6,11 +6,10 @@ x key score tensor to memory several times per layer (scores, the bias add, the 
 the same again in backward). On 2 CPU cores that memory traffic, not the matmuls, is most of the encoder's step.
 
 `blocked_attention_forward` computes the same function block by block. Each block is a few batch elements or heads
-whose fp32 scores fit in about 4 MB, so they stay in cache from the score matmul through the softmax to the value
-matmul. Backward uses the flash-attention identity dS = P * (dP - rowsum(dO * O)), so it never re-reads dP for a
-separate softmax-backward reduction. The core runs in fp32 whatever the input dtype, which makes it more accurate
-than the bf16 math path as well as faster (measured in bench/attention.py; tests/test_attention.py checks values
-and gradients against a float64 reference).
+whose fp32 scores fit in about 2 MB, so they stay in cache from the score matmul through the softmax to the value
+matmul, and in backward from dP through the softmax backward to dQ and dK. The core runs in fp32 whatever the input
+dtype: its error against float64 is at most the math path's (bench/attention.py measures both speed and error;
+tests/test_attention.py checks values and gradients against a float64 reference).
 
 It runs wherever the model is on CPU in eager mode without attention dropout, decoding steps included, so that
 teacher-forced scoring, rank eval and generate compute the same numbers. Everything else (GPUs, where SDPA has fused
@@ -41,75 +40,64 @@ def _blocks(batch: int, heads: int, q_len: int, k_len: int) -> list[tuple[slice,
 
 
 class _BlockedAttention(torch.autograd.Function):
-    """softmax(q k^T + bias + mask) v. `bias` is (1 or batch, heads, q, k); `masked` is a bool tensor broadcastable
-    to (batch, 1, q, k), True where a key must not be attended to, or None.
+    """softmax(q k^T + bias + mask) v, computed in fp32 whatever the input dtype (the output and the gradients are
+    cast back to it). `bias` is (1 or batch, heads, q, k); `masked` is a bool tensor broadcastable to
+    (batch, 1, q, k), True where a key must not be attended to, or None.
 
-    Precision follows FlashAttention: the scores, softmax, dP and dS are fp32 whatever the input dtype; with bf16
-    inputs the matmuls whose inner dimension is the sequence (P V, P^T dO, dS K, dS^T Q) take P and dS rounded to
-    bf16, as autocast's math path does, at twice the fp32 speed."""
+    Rounding P and dS to bf16 for the sequence-long matmuls (as FlashAttention does) measured ~7% faster per call on
+    this CPU but doubled the q/k/v gradient error and raised the bias gradient's from 1e-6 to 8e-3 (bench/attention.py
+    shapes), so every matmul here stays fp32."""
 
     @staticmethod
     def forward(ctx, query, key, value, bias, masked):
-        with torch.autocast(query.device.type, enabled=False):  # the fp32 parts must not be autocast to bf16
-            return _BlockedAttention._forward(ctx, query, key, value, bias, masked)
-
-    @staticmethod
-    def _forward(ctx, query, key, value, bias, masked):
-        low = query.dtype
-        q, k = query.float(), key.float()
-        batch, heads, q_len, _ = q.shape
-        blocks = _blocks(batch, heads, q_len, k.shape[2])
-        out = torch.empty(query.shape, dtype=low, device=q.device)
-        keep = any(ctx.needs_input_grad)  # (grad mode is off inside forward; this says whether backward will run)
-        probs = []
-        for bs, hs in blocks:
-            scores = torch.matmul(q[bs, hs], k[bs, hs].transpose(-1, -2))
-            if bias is not None:
-                scores.add_(bias[bs if bias.shape[0] > 1 else slice(0, 1), hs])
-            if masked is not None:
-                scores.masked_fill_(masked[bs if masked.shape[0] > 1 else slice(0, 1)], torch.finfo(torch.float32).min)
-            p = torch.softmax(scores, dim=-1)
-            torch.matmul(p.to(low), value[bs, hs], out=out[bs, hs])
-            if keep:
-                probs.append(p)
+        with torch.autocast(query.device.type, enabled=False):  # the fp32 core must not be autocast to bf16
+            q, k, v = query.float(), key.float(), value.float()
+            batch, heads, q_len, _ = q.shape
+            blocks = _blocks(batch, heads, q_len, k.shape[2])
+            out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+            keep = any(ctx.needs_input_grad)  # (grad mode is off inside forward; this says whether backward runs)
+            probs = []
+            for bs, hs in blocks:
+                scores = torch.matmul(q[bs, hs], k[bs, hs].transpose(-1, -2))
+                if bias is not None:
+                    scores.add_(bias[bs if bias.shape[0] > 1 else slice(0, 1), hs])
+                if masked is not None:
+                    fill = torch.finfo(torch.float32).min
+                    scores.masked_fill_(masked[bs if masked.shape[0] > 1 else slice(0, 1)], fill)
+                p = torch.softmax(scores, dim=-1)
+                torch.matmul(p, v[bs, hs], out=out[bs, hs])
+                if keep:
+                    probs.append(p)
         ctx.blocks = blocks
-        ctx.bias_batch = None if bias is None else bias.shape[0]
-        ctx.save_for_backward(query, key, value, out, *probs)
-        return out
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.dtypes = query.dtype, key.dtype, value.dtype
+        ctx.save_for_backward(q, k, v, *probs)
+        return out.to(query.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        with torch.autocast(grad_out.device.type, enabled=False):
-            return _BlockedAttention._backward(ctx, grad_out)
-
-    @staticmethod
-    def _backward(ctx, grad_out):
-        query, key, value, out, *probs = ctx.saved_tensors
+        q, k, v, *probs = ctx.saved_tensors
         need_q, need_k, need_v, need_bias, _ = ctx.needs_input_grad
-        low = query.dtype
-        g, g32, v32 = grad_out.to(low), grad_out.float(), value.float()
-        rowsum = (g32 * out.float()).sum(-1, keepdim=True)  # rowsum(dP * P), from the output instead of the scores
-        dq, dk, dv = (
-            torch.empty_like(t) if need else None for t, need in ((query, need_q), (key, need_k), (value, need_v))
-        )
-        dbias = None
-        if need_bias:
-            dbias = torch.zeros((ctx.bias_batch, *query.shape[1:3], key.shape[2]), dtype=torch.float32, device=g.device)
-        for (bs, hs), p in zip(ctx.blocks, probs):
-            if need_v:
-                torch.matmul(p.to(low).transpose(-1, -2), g[bs, hs], out=dv[bs, hs])
-            ds = torch.matmul(g32[bs, hs], v32[bs, hs].transpose(-1, -2)).sub_(rowsum[bs, hs]).mul_(p)
-            if need_bias:
-                if ctx.bias_batch > 1:
-                    dbias[bs, hs] = ds
-                else:
-                    dbias[0, hs] += ds.sum(0)
-            ds = ds.to(low)
-            if need_q:
-                torch.matmul(ds, key[bs, hs], out=dq[bs, hs])
-            if need_k:
-                torch.matmul(ds.transpose(-1, -2), query[bs, hs], out=dk[bs, hs])
-        return dq, dk, dv, dbias, None
+        with torch.autocast(grad_out.device.type, enabled=False):
+            g = grad_out.float()
+            dq, dk, dv = (torch.empty_like(t) if need else None for t, need in ((q, need_q), (k, need_k), (v, need_v)))
+            dbias = torch.zeros(ctx.bias_shape, dtype=torch.float32, device=g.device) if need_bias else None
+            for (bs, hs), p in zip(ctx.blocks, probs):
+                if need_v:
+                    torch.matmul(p.transpose(-1, -2), g[bs, hs], out=dv[bs, hs])
+                dp = torch.matmul(g[bs, hs], v[bs, hs].transpose(-1, -2))
+                ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)  # softmax backward, in place on dP
+                if need_bias:
+                    if dbias.shape[0] > 1:
+                        dbias[bs, hs] = ds
+                    else:
+                        dbias[0, hs] += ds.sum(0)
+                if need_q:
+                    torch.matmul(ds, k[bs, hs], out=dq[bs, hs])
+                if need_k:
+                    torch.matmul(ds.transpose(-1, -2), q[bs, hs], out=dk[bs, hs])
+        grads = [None if grad is None else grad.to(dtype) for grad, dtype in zip((dq, dk, dv), ctx.dtypes)]
+        return *grads, dbias, None
 
 
 def _applies(module, query, key, attention_mask, dropout: float, scaling: float | None) -> bool:
