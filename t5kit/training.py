@@ -26,6 +26,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from data_collators import LABEL_PAD_ID
 from t5kit import fault_tolerance as ft
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
+from t5kit.loss import token_cross_entropy
 from t5kit.tracking import append_metrics_log, configure_trackers
 
 logger = logging.getLogger("t5kit")
@@ -190,6 +191,31 @@ class T5Trainer(Seq2SeqTrainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.fault_tolerance.observe_loss(loss)
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """T5's teacher-forced loss, computed by `t5kit.loss.token_cross_entropy` instead of inside the model.
+
+        - Speed and memory: no fp32 copies of the whole logits tensor (t5kit/loss.py).
+        - Gradient accumulation: the summed token loss is divided by the Trainer's token count over the whole
+          accumulated batch (`num_items_in_batch`), so N micro-batches give the gradient and logged loss of one
+          N-times larger batch. T5's own loss is a per-micro-batch mean that ignores that count although its
+          forward signature tells the Trainer otherwise: with --gradient_accumulation_steps 2 the logged loss and
+          the gradient were doubled (measured; tests/test_training_core.py).
+        Label smoothing and a custom `compute_loss_func` keep the Trainer's own path.
+        """
+        labels = inputs.get("labels")
+        if labels is None or self.label_smoother is not None or self.compute_loss_func is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        if inputs.get("decoder_input_ids") is None:
+            inputs["decoder_input_ids"] = self.model._shift_right(labels)  # as T5's forward does with labels
+        outputs = model(**inputs)
+        loss = token_cross_entropy(outputs["logits"], labels, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # num_items_in_batch counts every process's tokens and DDP averages gradients: as the Trainer does.
+            loss = loss * self.accelerator.num_processes
+        outputs["loss"] = loss
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed

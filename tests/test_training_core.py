@@ -1,8 +1,11 @@
-"""Shortcuts in the shared training core (t5kit.training) give exactly what the Trainer computes the slow way."""
+"""Shortcuts in the shared training core (t5kit.training, t5kit.loss) give exactly what the Trainer computes the slow
+way, and gradient accumulation is equivalent to a larger batch."""
 
 from __future__ import annotations
 
+import json
 import types
+from pathlib import Path
 from unittest import mock
 
 import datasets
@@ -10,8 +13,12 @@ import torch
 from absl.testing import absltest, parameterized
 from transformers import Seq2SeqTrainer, T5Config, T5ForConditionalGeneration
 
+import pre_train_t5
 from t5kit import fault_tolerance as ft
+from t5kit import loss as loss_module
+from t5kit.loss import token_cross_entropy
 from t5kit.training import T5Trainer, column_lengths
+from tests.helpers import corpus_slice
 
 
 def ragged_dataset() -> datasets.Dataset:
@@ -61,6 +68,72 @@ class FloatingPointOpsTest(absltest.TestCase):
             self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
             self.assertEqual(T5Trainer.floating_point_ops(trainer, inputs), expected)
         self.assertEqual(count.call_count, 1)  # cached: the model is walked once, not at every step
+
+
+class TokenCrossEntropyTest(parameterized.TestCase):
+    def logits_and_labels(self, dtype):
+        gen = torch.Generator().manual_seed(0)
+        logits = (3 * torch.randn(2, 13, 50, generator=gen)).to(dtype).requires_grad_()
+        labels = torch.randint(0, 50, (2, 13), generator=gen)
+        labels[0, 9:] = -100  # padding of a shorter target
+        labels[1, 0] = -100
+        return logits, labels
+
+    @parameterized.product(dtype=[torch.float32, torch.bfloat16], chunk=[7 * 50, 1 << 20])  # 4 chunks, or 1
+    def test_equals_torch_cross_entropy(self, dtype, chunk):
+        logits, labels = self.logits_and_labels(dtype)
+        with mock.patch.dict(loss_module.CHUNK_ELEMENTS, {"cpu": chunk}):
+            loss = token_cross_entropy(logits, labels)
+            (grad,) = torch.autograd.grad(2.5 * loss, logits)  # a scaled loss, as under gradient accumulation
+        reference = logits.detach().float().requires_grad_()
+        want = torch.nn.functional.cross_entropy(reference.reshape(-1, 50), labels.reshape(-1))
+        (want_grad,) = torch.autograd.grad(2.5 * want, reference)
+        self.assertAlmostEqual(loss.item(), want.item(), delta=1e-5)
+        self.assertEqual(grad.dtype, dtype)
+        self.assertEqual(grad[0, 9:].abs().max().item(), 0.0)  # ignored positions get no gradient
+        # fp32: rounding only. bf16: two roundings to bf16 (storing the gradient, scaling it by the upstream 2.5), each
+        # up to 2^-8 relative.
+        tolerance = dict(atol=1e-7, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-6, rtol=2 * 2**-8)
+        torch.testing.assert_close(grad.float(), want_grad, **tolerance)
+
+    def test_divides_by_the_given_token_count(self):
+        logits, labels = self.logits_and_labels(torch.float32)
+        total = torch.nn.functional.cross_entropy(logits.reshape(-1, 50), labels.reshape(-1), reduction="sum")
+        self.assertAlmostEqual(token_cross_entropy(logits, labels, 40).item(), total.item() / 40, places=5)
+        self.assertAlmostEqual(token_cross_entropy(logits, labels, torch.tensor(40)).item(), total.item() / 40, places=5)
+
+    def test_no_gradient_kept_in_eval(self):
+        logits, labels = self.logits_and_labels(torch.float32)
+        with torch.no_grad():
+            loss = token_cross_entropy(logits, labels)
+        self.assertIsNone(loss.grad_fn)
+
+
+class GradientAccumulationTest(absltest.TestCase):
+    def test_accumulated_micro_batches_equal_one_batch(self):
+        """2 micro-batches of 4 give the per-step losses and gradient norms of 1 batch of 8 (same examples, same
+        span masks). Before t5kit.training.T5Trainer.compute_loss both were doubled."""
+        tmp = Path(self.create_tempdir().full_path)
+        corpus = corpus_slice(tmp, lines=2000)
+        argv = [
+            "--train_files", str(corpus), "--vocab_size", "600", "--model_config", "tiny", "--input_length", "64",
+            "--report_to", "none", "--max_steps", "3", "--logging_steps", "1", "--seed", "1", "--bf16", "False",
+            "--learning_rate", "1e-3", "--save_strategy", "no", "--validation_split_percentage", "0",
+        ]  # fmt: skip
+        pre_train_t5.main([*argv, "--per_device_train_batch_size", "8", "--output_dir", str(tmp / "one")])
+        pre_train_t5.main([*argv, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+                           "--output_dir", str(tmp / "two")])  # fmt: skip
+
+        def trace(run):
+            state = json.loads((tmp / run / "trainer_state.json").read_text())
+            return [(row["loss"], row["grad_norm"]) for row in state["log_history"] if "loss" in row]
+
+        one, two = trace("one"), trace("two")
+        self.assertLen(one, 3)
+        self.assertLen(two, 3)
+        for (loss, norm), (loss2, norm2) in zip(one, two):
+            self.assertAlmostEqual(loss2, loss, delta=1e-4)
+            self.assertAlmostEqual(norm2, norm, delta=1e-3 * norm)
 
 
 if __name__ == "__main__":
