@@ -100,13 +100,41 @@ class TokenCrossEntropyTest(parameterized.TestCase):
         logits, labels = self.logits_and_labels(torch.float32)
         total = torch.nn.functional.cross_entropy(logits.reshape(-1, 50), labels.reshape(-1), reduction="sum")
         self.assertAlmostEqual(token_cross_entropy(logits, labels, 40).item(), total.item() / 40, places=5)
-        self.assertAlmostEqual(token_cross_entropy(logits, labels, torch.tensor(40)).item(), total.item() / 40, places=5)
+        as_tensor = token_cross_entropy(logits, labels, torch.tensor(40))
+        self.assertAlmostEqual(as_tensor.item(), total.item() / 40, places=5)
 
     def test_no_gradient_kept_in_eval(self):
         logits, labels = self.logits_and_labels(torch.float32)
         with torch.no_grad():
             loss = token_cross_entropy(logits, labels)
         self.assertIsNone(loss.grad_fn)
+
+
+class ComputeLossTest(parameterized.TestCase):
+    @parameterized.parameters(False, True)
+    def test_sum_over_the_accumulated_token_count(self, compiled):
+        """Both paths of T5Trainer.compute_loss (ours in eager mode; the model's own loss, rescaled, under
+        --torch_compile) give sum of token losses / num_items_in_batch, and the plain mean without it."""
+        torch.manual_seed(0)
+        config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, dropout_rate=0.0,
+                          decoder_start_token_id=0)  # fmt: skip
+        model = T5ForConditionalGeneration(config)
+        labels = torch.randint(2, 64, (3, 5))
+        labels[0, 3:] = -100
+        inputs = {"input_ids": torch.randint(2, 64, (3, 7)), "labels": labels}
+        logits = model(**inputs).logits
+        total = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), labels.reshape(-1), reduction="sum")
+        trainer = types.SimpleNamespace(
+            model=model, label_smoother=None, compute_loss_func=None,
+            args=types.SimpleNamespace(torch_compile=compiled, average_tokens_across_devices=False),
+        )  # fmt: skip
+        accumulated = T5Trainer.compute_loss(trainer, model, dict(inputs), num_items_in_batch=torch.tensor(26))
+        self.assertAlmostEqual(accumulated.item(), total.item() / 26, places=5)
+        loss, outputs = T5Trainer.compute_loss(trainer, model, dict(inputs), return_outputs=True)
+        self.assertAlmostEqual(loss.item(), total.item() / 13, places=5)
+        self.assertIs(outputs["loss"], loss)
+        loss.backward()
+        self.assertGreater(model.shared.weight.grad.abs().sum().item(), 0)
 
 
 class GradientAccumulationTest(absltest.TestCase):
