@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 
 from constants import (DATASET_VALS, TaskSpec, custom_task, format_source, format_target, get_task, group_of,
                        references_of)
 from t5kit.args import UsageError
+from t5kit.corpus import column_sum
 from t5kit.mixtures import T5_MIXING_RATE_CAP
 from task_data import load_custom_split, load_glue_split
 
@@ -304,8 +304,5 @@ def tokenize(
     tokenized = ds.map(
         encode, batched=True, num_proc=num_proc if num_proc and num_proc > 1 else None, desc="tokenizing"
     )
-    flags = tokenized.with_format("numpy", columns=["source_truncated", "target_truncated"])
-    report = TruncationReport(
-        int(np.sum(flags["source_truncated"])), int(np.sum(flags["target_truncated"]))
-    )
+    report = TruncationReport(column_sum(tokenized, "source_truncated"), column_sum(tokenized, "target_truncated"))
     return tokenized.remove_columns(["source_truncated", "target_truncated"]), report

@@ -158,11 +158,12 @@ def column_lengths(dataset, length_column: str = "length") -> list[int] | None:
         return None
     columns = dataset.column_names
     if length_column in columns:
-        return [int(n) for n in dataset.with_format("numpy")[length_column]]
-    if "input_ids" not in columns:
+        lengths = dataset.with_format("arrow")[length_column]
+    elif "input_ids" in columns:
+        lengths = pyarrow.compute.list_value_length(dataset.with_format("arrow")["input_ids"])
+    else:
         return None
-    lengths = pyarrow.compute.list_value_length(dataset.with_format("arrow")["input_ids"])
-    return lengths.to_numpy(zero_copy_only=False).astype(np.int64).tolist()
+    return lengths.to_numpy().astype(np.int64).tolist()
 
 
 class T5Trainer(Seq2SeqTrainer):

@@ -16,6 +16,7 @@ from transformers import Seq2SeqTrainer, T5Config, T5ForConditionalGeneration
 import pre_train_t5
 from t5kit import fault_tolerance as ft
 from t5kit import loss as loss_module
+from t5kit.corpus import column_sum
 from t5kit.loss import token_cross_entropy
 from t5kit.training import T5Trainer, column_lengths
 from tests.helpers import corpus_slice
@@ -42,6 +43,18 @@ class ColumnLengthsTest(parameterized.TestCase):
         dataset = ragged_dataset().map(lambda row: {"length": 100 + len(row["input_ids"])})
         self.assertEqual(column_lengths(dataset), [100 + len(row["input_ids"]) for row in dataset])
 
+    @parameterized.named_parameters(
+        ("plain", lambda ds: ds),
+        ("shuffled_and_selected", lambda ds: ds.shuffle(seed=3).select(range(5, 45))),
+        ("filtered", lambda ds: ds.filter(lambda row: len(row["input_ids"]) % 2 == 0)),
+        ("empty", lambda ds: ds.select([])),
+    )
+    def test_column_sum_matches_row_by_row(self, view):
+        flags = ragged_dataset().map(lambda row: {"n": len(row["input_ids"]), "cut": len(row["input_ids"]) > 9})
+        dataset = view(flags)
+        self.assertEqual(column_sum(dataset, "n"), sum(row["n"] for row in dataset))
+        self.assertEqual(column_sum(dataset, "cut"), sum(row["cut"] for row in dataset))
+
     def test_other_datasets(self):
         self.assertIsNone(column_lengths([{"input_ids": [1, 2]}]))
         self.assertIsNone(column_lengths(datasets.Dataset.from_dict({"text": ["a"]})))
@@ -58,7 +71,8 @@ class ColumnLengthsTest(parameterized.TestCase):
 
 class FloatingPointOpsTest(absltest.TestCase):
     def test_equals_the_trainers_count_and_counts_once(self):
-        config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0)
+        flags = ragged_dataset().map(lambda row: {"n": len(row["input_ids"]), "cut": len(row["input_ids"]) > 9})
+        dataset = view(flags)
         model = T5ForConditionalGeneration(config)
         inputs = {"input_ids": torch.ones(3, 11, dtype=torch.long), "labels": torch.ones(3, 4, dtype=torch.long)}
         trainer = types.SimpleNamespace(model=model, _flop_parameters=None)
