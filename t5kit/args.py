@@ -119,13 +119,6 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
             "one more stops the run (exit 3) with the step and a hint."
         },
     )
-    average_tokens_across_devices: bool = field(
-        default=False,
-        metadata={
-            "help": "Normalise the loss by the token count of all processes. Off by default: with it on, "
-            "transformers 5 logs the loss multiplied by the number of processes (shared/STACK.md)."
-        },
-    )
 
     def __post_init__(self):
         if self.output_dir is None:
