@@ -36,7 +36,8 @@ def _blocks(batch: int, heads: int, q_len: int, k_len: int) -> list[tuple[slice,
         step = rows // heads
         return [(slice(b, min(b + step, batch)), slice(0, heads)) for b in range(0, batch, step)]
     group = max(g for g in range(1, rows + 1) if heads % g == 0)
-    return [(slice(b, b + 1), slice(h, h + group)) for b in range(batch) for h in range(0, heads, group)]
+    # Head-major: consecutive blocks share a head group, so its slice of the bias gradient stays in cache.
+    return [(slice(b, b + 1), slice(h, h + group)) for h in range(0, heads, group) for b in range(batch)]
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -90,6 +91,8 @@ class _BlockedAttention(torch.autograd.Function):
                 if need_bias:
                     if dbias.shape[0] > 1:
                         dbias[bs, hs] = ds
+                    elif ds.shape[0] == 1:
+                        dbias[0, hs] += ds[0]
                     else:
                         dbias[0, hs] += ds.sum(0)
                 if need_q:
