@@ -77,7 +77,7 @@ class ModelArguments:
         default="blocked",
         metadata={
             "help": "Attention kernel: blocked (default: cache-blocked attention with an fp32 softmax on CPU, "
-            "~2.8x faster there than sdpa for T5's biased attention; sdpa on GPUs and under --torch_compile), "
+            "~2.2x faster there than sdpa for T5's biased attention; sdpa on GPUs and under --torch_compile), "
             "sdpa, or eager."
         },
     )
