@@ -29,7 +29,6 @@ and its share is reported as `eval_invalid_rate`. Every flag: `python fine_tune_
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from t5kit.finetune_data import (
     tokenize,
 )
 from t5kit.mixtures import build_mixture, format_rates_table, mixing_rates, mixture_counts
-from t5kit import parameter_efficient
+from t5kit import attention, parameter_efficient
 from t5kit.modeling import format_parameter_summary
 from t5kit.parameter_efficient import ParameterEfficientArguments
 from t5kit.tokenizer import resolve_tokenizer
@@ -349,9 +348,10 @@ class FineTuneTrainer(T5Trainer):
         """(batch, k) log-likelihood of each candidate target (summed over its tokens, EOS included), per example;
         rank eval picks the highest.
 
-        Every candidate's decoder input begins with the same start token, so the first decoder position and the
-        cross-attention keys and values of the encoder states are computed once per example and cached; only the
-        later positions run per (example, candidate), a chunk of candidates per call.
+        One teacher-forced decoder pass per chunk of candidates, over a row per (example, candidate). With the
+        `blocked` attention those rows share their example's encoder states: each example's cross-attention keys and
+        values are computed once and read in place (t5kit/attention.py folds the rows into query positions). Other
+        attention implementations get a copy of the states per candidate.
         """
         if self._candidate_ids is None:
             ids = [self.processing_class(text)["input_ids"] for text in self.candidates]
@@ -360,36 +360,22 @@ class FineTuneTrainer(T5Trainer):
             self._candidate_ids = torch.tensor(padded, dtype=torch.long)
         candidates = self._candidate_ids.to(encoded.device)
         decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=candidates)  # (k, width): start, c0, ...
+        shared = model.config._attn_implementation == attention.NAME
         batch = encoded.shape[0]
-        first = model(
-            encoder_outputs=(encoded,),
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_inputs[:1, :1].expand(batch, 1),
-            use_cache=True,
-        )
-        first_logp = torch.log_softmax(first.logits[:, 0].float(), dim=-1)  # (batch, vocab)
         scores = []
         for start in range(0, len(candidates), RANK_CANDIDATE_CHUNK):
-            chunk = candidates[start : start + RANK_CANDIDATE_CHUNK]
-            k = chunk.shape[0]
-            chunk_scores = first_logp[:, chunk[:, 0]]  # a candidate has at least one token (EOS)
-            if chunk.shape[1] > 1:
-                last_chunk = start + k >= len(candidates)
-                cache = first.past_key_values if last_chunk else copy.deepcopy(first.past_key_values)
-                cache.batch_repeat_interleave(k)  # in place; rows example-major, as below
-                labels = chunk[:, 1:].repeat(batch, 1)  # (batch * k, width - 1)
-                logits = model(
-                    encoder_outputs=(encoded.repeat_interleave(k, dim=0),),  # shapes the mask; K/V are cached
-                    attention_mask=attention_mask.repeat_interleave(k, dim=0),
-                    decoder_input_ids=decoder_inputs[start : start + k, 1:].repeat(batch, 1),
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                present = labels != LABEL_PAD_ID
-                token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
-                chunk_scores = chunk_scores + token_logp.sum(-1).view(batch, k)
-            scores.append(chunk_scores)
+            k = len(candidates[start : start + RANK_CANDIDATE_CHUNK])
+            labels = candidates[start : start + k].repeat(batch, 1)  # (batch * k, width), rows example-major
+            logits = model(
+                encoder_outputs=(encoded if shared else encoded.repeat_interleave(k, dim=0),),
+                attention_mask=attention_mask if shared else attention_mask.repeat_interleave(k, dim=0),
+                decoder_input_ids=decoder_inputs[start : start + k].repeat(batch, 1),
+                use_cache=False,
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            present = labels != LABEL_PAD_ID
+            token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
+            scores.append(token_logp.sum(-1).view(batch, k))
         return torch.cat(scores, dim=1)
 
 

@@ -126,6 +126,8 @@ def blocked_attention_forward(
     **kwargs,
 ):
     """transformers' attention-function signature; returns (batch, q, heads, head_dim) output and no weights."""
+    if query.shape[0] != key.shape[0]:
+        return _over_shared_keys(module, query, key, value, attention_mask, dropout, scaling, position_bias, **kwargs)
     if not _applies(module, query, key, attention_mask, dropout, scaling):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -140,6 +142,36 @@ def blocked_attention_forward(
         position_bias = position_bias.float()
     out = _BlockedAttention.apply(query, key, value, position_bias, masked)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _over_shared_keys(module, query, key, value, attention_mask, dropout, scaling, position_bias, **kwargs):
+    """Cross-attention whose keys and values are shared by `repeats` consecutive query rows: query row b * repeats + j
+    reads key row b. Rank eval scores several candidates per example this way against one cached copy of each
+    example's encoder states, instead of copying the states once per candidate.
+
+    Without causality every query position sees the same keys, so the rows' queries are folded into one row's query
+    positions, attended (blocked, or SDPA where that applies), and unfolded."""
+    batch, heads, q_len, head_dim = query.shape
+    repeats = batch // key.shape[0]
+    if getattr(module, "is_causal", False) or batch != repeats * key.shape[0]:
+        raise ValueError(
+            f"query batch {batch} is not a multiple of key batch {key.shape[0]} in a cross-attention layer: only "
+            "cross-attention may share keys across query rows"
+        )
+    for name, extra in (("attention mask", attention_mask), ("position bias", position_bias)):
+        if extra is not None and extra.shape[0] not in (1, key.shape[0]):
+            raise ValueError(f"{name} batch {extra.shape[0]} must be 1 or the key batch {key.shape[0]}")
+    if attention_mask is not None and attention_mask.shape[2] > 1:  # per-query-position rows: one set per fold
+        attention_mask = attention_mask.repeat(1, 1, repeats, 1)
+    if position_bias is not None and position_bias.shape[2] > 1:
+        position_bias = position_bias.repeat(1, 1, repeats, 1)
+    folded = query.view(key.shape[0], repeats, heads, q_len, head_dim).transpose(1, 2)
+    folded = folded.reshape(key.shape[0], heads, repeats * q_len, head_dim)
+    out, _ = blocked_attention_forward(
+        module, folded, key, value, attention_mask, dropout=dropout, scaling=scaling, position_bias=position_bias,
+        **kwargs,
+    )  # (key batch, repeats * q_len, heads, head_dim)
+    return out.reshape(batch, q_len, heads, head_dim), None
 
 
 def register() -> str:

@@ -188,5 +188,58 @@ class ModelTest(parameterized.TestCase):
         sdpa.assert_called_once()
 
 
+class SharedKeysTest(parameterized.TestCase):
+    """Cross-attention with one key row per `repeats` query rows (rank eval's candidates against one cached copy of
+    each example's encoder states) equals attention against the keys copied once per query row."""
+
+    @parameterized.product(
+        q_len=[1, 3],
+        mask=["none", "padding", "per_query"],
+        path=["blocked", "sdpa"],  # scaling != 1 sends the folded call to SDPA, as a GPU would
+    )
+    def test_equals_attention_over_copied_keys(self, q_len, mask, path):
+        batch, repeats, heads, k_len = 3, 4, 4, 7
+        module = tiny_model().decoder.block[0].layer[1].EncDecAttention  # cross-attention: not causal
+        gen = torch.Generator().manual_seed(0)
+        q = torch.randn(batch * repeats, heads, q_len, 8, generator=gen)
+        k, v = (torch.randn(batch, heads, k_len, 8, generator=gen) for _ in range(2))
+        attend = None
+        if mask == "padding":
+            attend = torch.ones(batch, 1, 1, k_len, dtype=torch.bool)
+            attend[0, ..., 4:] = False
+            attend[2, ..., 6:] = False
+        elif mask == "per_query":
+            attend = torch.rand(batch, 1, q_len, k_len, generator=gen) > 0.3
+            attend[..., 0] = True  # every query sees at least one key
+        bias = torch.randn(1, heads, q_len, k_len, generator=gen)
+        scaling = 1.0 if path == "blocked" else 0.5
+
+        def run(keys, values, mask):
+            return attention.blocked_attention_forward(
+                module, q, keys, values, mask, scaling=scaling, position_bias=bias
+            )[0]
+
+        copied = [t.repeat_interleave(repeats, dim=0) for t in (k, v)]
+        want = run(*copied, None if attend is None else attend.repeat_interleave(repeats, dim=0))
+        with mock.patch.object(attention, "sdpa_attention_forward", wraps=attention.sdpa_attention_forward) as sdpa:
+            got = run(k, v, attend)
+        self.assertEqual(sdpa.called, path == "sdpa")
+        self.assertEqual(got.shape, (batch * repeats, q_len, heads, 8))
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+    def test_refuses_what_cannot_share_keys(self):
+        model = tiny_model()
+        cross = model.decoder.block[0].layer[1].EncDecAttention
+        causal = model.decoder.block[0].layer[0].SelfAttention
+        q, k = torch.randn(6, 4, 1, 8), torch.randn(3, 4, 5, 8)
+        for module, keys, mask, message in (
+            (causal, k, None, "only cross-attention"),  # self-attention rows never share a cache row
+            (cross, torch.randn(4, 4, 5, 8), None, "not a multiple"),
+            (cross, k, torch.ones(6, 1, 1, 5, dtype=torch.bool), "attention mask batch 6"),
+        ):
+            with self.assertRaisesRegex(ValueError, message):
+                attention.blocked_attention_forward(module, q, keys, keys, mask, scaling=1.0)
+
+
 if __name__ == "__main__":
     absltest.main()

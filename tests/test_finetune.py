@@ -8,6 +8,7 @@ user mistakes are UsageErrors naming the file, line or flag.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 import fine_tune_t5
 from constants import get_task
+from t5kit import attention
 from t5kit.args import UsageError
 from tests.helpers import REPO, SHARED_DATA, shared_file
 
@@ -284,15 +286,19 @@ class EvalModeTest(absltest.TestCase):
         self.assertIsNone(fine_tune_t5.loss_from_candidate_scores(scores, torch.tensor([[6, 1], [5, 1]]), candidates))
 
     def test_candidate_scores_are_teacher_forced_likelihoods(self):
-        """candidate_scores (first decoder position and cross-attention cached, candidates in chunks) equals each
-        candidate scored alone by a plain forward pass: sst2's 2 label words, and stsb's 26 multi-token targets
-        (more than one chunk of RANK_CANDIDATE_CHUNK)."""
-        model = T5ForConditionalGeneration.from_pretrained(self.model_dir).eval()
+        """candidate_scores (a row per example and candidate, candidates in chunks) equals each candidate scored
+        alone by a plain forward pass: sst2's 2 label words, and stsb's 26 multi-token targets (more than one chunk
+        of RANK_CANDIDATE_CHUNK). With `blocked` attention an example's rows share its encoder states; with `sdpa`
+        they get copies: both paths are checked."""
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         sentences = [row["input"] for row in self.runs["rank"][1][:3]]
         inputs = tokenizer(sentences, return_tensors="pt", padding=True)
         self.assertGreater(int((inputs.attention_mask == 0).sum()), 0)  # padded rows are covered
-        for task in ("sst2", "stsb"):
+        attention.register()
+        for implementation, task in itertools.product(("blocked", "sdpa"), ("sst2", "stsb")):
+            model = T5ForConditionalGeneration.from_pretrained(
+                self.model_dir, attn_implementation=implementation
+            ).eval()
             candidates = fine_tune_t5.rank_candidates_of(get_task("glue", task))
             scorer = types.SimpleNamespace(candidates=candidates, processing_class=tokenizer, _candidate_ids=None)
             with torch.no_grad():
@@ -304,7 +310,7 @@ class EvalModeTest(absltest.TestCase):
                     for text in sentences
                 ])  # fmt: skip
             self.assertEqual(tuple(got.shape), (len(sentences), len(candidates)))
-            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5, msg=task)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5, msg=f"{task}, {implementation}")
 
     def test_rank_prediction_is_the_most_likely_label_word(self):
         """Each label word scored alone (summed log-likelihood of its tokens, EOS included) agrees with rank mode."""
