@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from t5kit import attention
 from t5kit.args import ModelArguments, UsageError
@@ -98,12 +99,29 @@ def load_model(
             raise UsageError(
                 f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only {model.config.vocab_size}"
             )
+        use_fused_gelu(model)
         return model
     if not model_args.model_config:
         raise UsageError("set --model_name_or_path (continue a checkpoint) or --model_config (train from scratch)")
     config = build_config(model_args.model_config, tokenizer, PRETRAIN_DROPOUT if dropout is None else dropout)
     config._attn_implementation = model_args.attn_implementation
-    return T5ForConditionalGeneration(config)
+    model = T5ForConditionalGeneration(config)
+    use_fused_gelu(model)
+    return model
+
+
+def use_fused_gelu(model) -> int:
+    """Swaps T5 v1.1's `gelu_new` activation for PyTorch's fused tanh-approximation GELU (transformers' GELUTanh):
+    the same function up to float rounding. `gelu_new` is seven elementwise kernels, each a pass over the d_ff-wide
+    activations (and as many again in backward); on CPU that memory traffic measured 7% of an fp32 pre-training
+    step of `mini`, 5% in bf16, and 30% of an fp32 RTE evaluation. A runtime change: config.json keeps `gelu_new`.
+    Returns the number of activations swapped."""
+    swapped = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = GELUTanh()
+            swapped += 1
+    return swapped
 
 
 def parameter_summary(model) -> list[tuple[str, int, int]]:
