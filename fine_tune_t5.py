@@ -29,6 +29,7 @@ and its share is reported as `eval_invalid_rate`. Every flag: `python fine_tune_
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -203,6 +204,13 @@ def loss_from_candidate_scores(
     return -gold.sum() / (labels != LABEL_PAD_ID).sum()
 
 
+def _summed_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(rows,) sum of log p(label) over each row's positions; LABEL_PAD_ID positions count nothing."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    present = labels != LABEL_PAD_ID
+    return (logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present).sum(-1)
+
+
 class FineTuneTrainer(T5Trainer):
     """Evaluates on decoded text: generation, or rank classification over the task's candidate targets.
 
@@ -346,12 +354,13 @@ class FineTuneTrainer(T5Trainer):
 
     def candidate_scores(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, k) log-likelihood of each candidate target (summed over its tokens, EOS included), per example;
-        rank eval picks the highest.
+        rank eval picks the highest. Candidates are scored a chunk at a time, a decoder row per (example, candidate).
 
-        One teacher-forced decoder pass per chunk of candidates, over a row per (example, candidate). With the
-        `blocked` attention those rows share their example's encoder states: each example's cross-attention keys and
-        values are computed once and read in place (t5kit/attention.py folds the rows into query positions). Other
-        attention implementations get a copy of the states per candidate.
+        With the `blocked` attention (the default) one teacher-forced decoder pass scores a chunk: an example's rows
+        share its encoder states, whose cross-attention keys and values are computed once and read in place
+        (t5kit/attention.py folds the rows into query positions). Other attention implementations cannot share
+        them, so the first decoder position and those keys and values are computed once per example and cached,
+        and the cache is copied for each candidate's later positions.
         """
         if self._candidate_ids is None:
             ids = [self.processing_class(text)["input_ids"] for text in self.candidates]
@@ -360,22 +369,42 @@ class FineTuneTrainer(T5Trainer):
             self._candidate_ids = torch.tensor(padded, dtype=torch.long)
         candidates = self._candidate_ids.to(encoded.device)
         decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=candidates)  # (k, width): start, c0, ...
-        shared = model.config._attn_implementation == attention.NAME
         batch = encoded.shape[0]
+        shared = model.config._attn_implementation == attention.NAME
+        first = None
+        if not shared:
+            first = model(
+                encoder_outputs=(encoded,),
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_inputs[:1, :1].expand(batch, 1),
+                use_cache=True,
+            )
+            first_logp = torch.log_softmax(first.logits[:, 0].float(), dim=-1)  # (batch, vocab)
         scores = []
         for start in range(0, len(candidates), RANK_CANDIDATE_CHUNK):
-            k = len(candidates[start : start + RANK_CANDIDATE_CHUNK])
-            labels = candidates[start : start + k].repeat(batch, 1)  # (batch * k, width), rows example-major
-            logits = model(
-                encoder_outputs=(encoded if shared else encoded.repeat_interleave(k, dim=0),),
-                attention_mask=attention_mask if shared else attention_mask.repeat_interleave(k, dim=0),
-                decoder_input_ids=decoder_inputs[start : start + k].repeat(batch, 1),
-                use_cache=False,
-            ).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            present = labels != LABEL_PAD_ID
-            token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * present
-            scores.append(token_logp.sum(-1).view(batch, k))
+            chunk = candidates[start : start + RANK_CANDIDATE_CHUNK]
+            k = chunk.shape[0]
+            inputs = decoder_inputs[start : start + k].repeat(batch, 1)  # rows example-major
+            if shared:
+                logits = model(
+                    encoder_outputs=(encoded,), attention_mask=attention_mask, decoder_input_ids=inputs, use_cache=False
+                ).logits
+                scores.append(_summed_log_likelihood(logits, chunk.repeat(batch, 1)).view(batch, k))
+                continue
+            chunk_scores = first_logp[:, chunk[:, 0]]  # a candidate has at least one token (EOS)
+            if chunk.shape[1] > 1:
+                cache = first.past_key_values if start + k >= len(candidates) else copy.deepcopy(first.past_key_values)
+                cache.batch_repeat_interleave(k)  # in place
+                logits = model(
+                    encoder_outputs=(encoded.repeat_interleave(k, dim=0),),  # shapes the mask; K/V are cached
+                    attention_mask=attention_mask.repeat_interleave(k, dim=0),
+                    decoder_input_ids=inputs[:, 1:],
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits
+                later = _summed_log_likelihood(logits, chunk[:, 1:].repeat(batch, 1))
+                chunk_scores = chunk_scores + later.view(batch, k)
+            scores.append(chunk_scores)
         return torch.cat(scores, dim=1)
 
 
