@@ -1,5 +1,5 @@
-"""t5kit.modeling.load_model swaps T5 v1.1's `gelu_new` for the fused tanh GELU without changing what is computed
-or what is saved."""
+"""t5kit.modeling.load_model speeds up T5's feed-forward layers (fused tanh GELU for `gelu_new`, no fp32 round trip
+under autocast) without changing what is computed or what is saved."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from absl.testing import absltest, parameterized
 from transformers import T5ForConditionalGeneration
 from transformers.activations import GELUTanh, NewGELUActivation
+from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
 
 from t5kit import modeling
 from t5kit.args import ModelArguments
@@ -29,15 +30,18 @@ def activations(model) -> list[type]:
     return [type(m.act) for m in model.modules() if isinstance(getattr(m, "act", None), torch.nn.Module)]
 
 
-class FusedGeluTest(parameterized.TestCase):
+class FeedForwardTest(parameterized.TestCase):
     def setUp(self):
         super().setUp()
         torch.manual_seed(0)
         self.model = modeling.load_model(ModelArguments(model_config="tiny"), _Vocabulary(), default_dropout=0.0)
 
-    def test_every_feed_forward_gets_the_fused_gelu_and_config_json_keeps_gelu_new(self):
+    def test_every_feed_forward_is_changed_and_config_json_keeps_gelu_new(self):
         config = self.model.config
-        self.assertEqual(activations(self.model), [GELUTanh] * (config.num_layers + config.num_decoder_layers))
+        layers = config.num_layers + config.num_decoder_layers
+        self.assertEqual(activations(self.model), [GELUTanh] * layers)
+        gated = [m for m in self.model.modules() if isinstance(m, T5DenseGatedActDense)]
+        self.assertEqual([type(m) for m in gated], [modeling._GatedFeedForward] * layers)
         with tempfile.TemporaryDirectory() as tmp:
             self.model.save_pretrained(tmp)
             self.assertEqual(json.loads((Path(tmp) / "config.json").read_text())["dense_act_fn"], "gelu_new")
@@ -75,6 +79,24 @@ class FusedGeluTest(parameterized.TestCase):
         self.assertLess(traces[1][-1], traces[1][0])  # it trains
         for slow_loss, fused_loss in zip(*traces):
             self.assertAlmostEqual(slow_loss, fused_loss, delta=tolerance * abs(slow_loss))
+
+    def test_gated_layer_computes_the_same_with_and_without_autocast(self):
+        """Under bf16 autocast the skipped fp32 round trip is exact: output and gradients are bit-identical to
+        transformers' forward. Outside autocast transformers' forward itself runs."""
+        ours = [m for m in self.model.modules() if isinstance(m, modeling._GatedFeedForward)][0]
+        x = torch.randn(2, 5, self.model.config.d_model)
+        for autocast in (True, False):
+            results = []
+            for forward in (T5DenseGatedActDense.forward, modeling._GatedFeedForward.forward):
+                ours.zero_grad()
+                inputs = x.clone().requires_grad_()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    out = forward(ours, inputs)
+                out.float().square().sum().backward()
+                results.append([out, inputs.grad, ours.wi_0.weight.grad, ours.wo.weight.grad])
+            self.assertEqual(results[0][0].dtype, torch.bfloat16 if autocast else torch.float32)
+            for theirs, mine in zip(*results):
+                self.assertTrue(torch.equal(theirs, mine), f"autocast={autocast}")
 
 
 if __name__ == "__main__":
