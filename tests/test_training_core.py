@@ -92,15 +92,19 @@ class TokenCrossEntropyTest(parameterized.TestCase):
         labels[1, 0] = -100
         return logits, labels
 
-    @parameterized.product(dtype=[torch.float32, torch.bfloat16], chunk=[7 * 50, 1 << 20])  # 4 chunks, or 1
-    def test_equals_torch_cross_entropy(self, dtype, chunk):
+    @parameterized.product(
+        dtype=[torch.float32, torch.bfloat16],
+        chunk=[7 * 50, 1 << 20],  # 4 chunks, or 1
+        scale=[1.0, 2.5],  # loss.backward() itself (the stored gradient is returned), or a scaled loss
+    )
+    def test_equals_torch_cross_entropy(self, dtype, chunk, scale):
         logits, labels = self.logits_and_labels(dtype)
         with mock.patch.dict(loss_module.CHUNK_ELEMENTS, {"cpu": chunk}):
             loss = token_cross_entropy(logits, labels)
-            (grad,) = torch.autograd.grad(2.5 * loss, logits)  # a scaled loss, as under gradient accumulation
+            (grad,) = torch.autograd.grad(scale * loss, logits)
         reference = logits.detach().float().requires_grad_()
         want = torch.nn.functional.cross_entropy(reference.reshape(-1, 50), labels.reshape(-1))
-        (want_grad,) = torch.autograd.grad(2.5 * want, reference)
+        (want_grad,) = torch.autograd.grad(scale * want, reference)
         self.assertAlmostEqual(loss.item(), want.item(), delta=1e-5)
         self.assertEqual(grad.dtype, dtype)
         self.assertEqual(grad[0, 9:].abs().max().item(), 0.0)  # ignored positions get no gradient
