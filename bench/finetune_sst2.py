@@ -24,6 +24,9 @@ tiny's own width (394k parameters) a training step is bound by per-step framewor
 padding it carries), which hides what padding to 128 costs; `--model_overrides ''` runs tiny (ours 2.9-3.2x
 faster to 70% on 2026-11-30).
 
+Part 2 times `fine_tune_t5 --do_eval` of one saved model in both eval modes (fresh process state each run, best of
+--eval_repeats) at each of --rank_eval_batch_sizes: the toolkit's default eval batch (8) and 64.
+
 Wall time to target = from the Trainer's on_train_begin to the end of the first evaluation (on_evaluate) whose
 accuracy >= --target: every training step and every evaluation before it, nothing of the data preparation.
 Other processes' CPU use during each measurement is recorded (bench/common.py CpuContention) and reported.
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -375,16 +380,17 @@ def train_rte(args, work_dir: Path) -> tuple[Path, float]:
     return out, time.perf_counter() - t0
 
 
-def time_eval(args, task: str, model_dir: Path, mode: str, work_dir: Path) -> dict:
-    """Evaluates a saved model on the task's dev set with `mode`, --eval_repeats times; keeps the fastest run."""
+def time_eval(args, task: str, model_dir: Path, mode: str, batch: int, work_dir: Path) -> dict:
+    """Evaluates a saved model on the task's dev set with `mode` at eval batch `batch`, --eval_repeats times; keeps
+    the fastest run."""
     runs = []
     for repeat in range(args.eval_repeats):
-        out = work_dir / f"eval_{task}_{mode}_{repeat}"
+        out = work_dir / f"eval_{task}_{mode}_{batch}_{repeat}"
         shutil.rmtree(out, ignore_errors=True)
         argv = [
             "--benchmark", "glue", "--dataset_name", task, "--data_dir", str(args.data_dir),
             "--model_name_or_path", str(model_dir), "--do_eval", "--eval_mode", mode,
-            "--per_device_eval_batch_size", str(args.eval_batch_size), "--bf16", "False",
+            "--per_device_eval_batch_size", str(batch), "--bf16", "False",
             "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(out),
         ]  # fmt: skip
         contention = common.CpuContention().start()
@@ -406,6 +412,10 @@ def time_eval(args, task: str, model_dir: Path, mode: str, work_dir: Path) -> di
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# fine_tune_t5's --per_device_eval_batch_size default (transformers' own: 8)
+DEFAULT_EVAL_BATCH = next(
+    f.default for f in dataclasses.fields(fine_tune_t5.FineTuneArguments) if f.name == "per_device_eval_batch_size"
+)
 DEFAULT_OVERRIDES = '{"d_model": 128, "d_ff": 512, "num_heads": 4, "d_kv": 32}'
 
 
@@ -446,6 +456,12 @@ def parse_args(argv):
         "one has no '_' and cannot spell not_entailment)",
     )  # fmt: skip
     p.add_argument("--eval_repeats", type=int, default=3, help="part 2: each eval runs this often; fastest kept")
+    p.add_argument(
+        "--rank_eval_batch_sizes", type=int, nargs="+", default=[DEFAULT_EVAL_BATCH, 64],
+        help=f"part 2: eval batch sizes at which both modes are timed. {DEFAULT_EVAL_BATCH} is fine_tune_t5's "
+        "--per_device_eval_batch_size default; at 64 both modes run fastest here, and per-call overhead, "
+        "which generate pays once per decoding step, weighs least",
+    )  # fmt: skip
     p.add_argument("--max_contention", type=float, default=0.10, help="flag measurements above this CPU share")
     p.add_argument("--quick", action="store_true", help="smoke test: the tiny model, tiny budgets, 8k train examples")
     p.add_argument("--data_dir", type=Path, default=common.SHARED_DATA / "glue")
@@ -458,7 +474,8 @@ def parse_args(argv):
         args.eval_steps, args.max_steps, args.budget_s = 25, 200, 30.0
         args.max_train_samples = args.max_train_samples or 8000
         args.rte_steps, args.eval_repeats = 20, 1
-    if min(args.eval_steps, args.max_steps, args.batch_size, args.eval_batch_size, args.rte_steps) < 1:
+    if min(args.eval_steps, args.max_steps, args.batch_size, args.eval_batch_size, args.rte_steps,
+           *args.rank_eval_batch_sizes) < 1:
         p.error("step counts and batch sizes must be >= 1")
     if args.eval_repeats < 1:
         p.error("--eval_repeats must be >= 1")
@@ -486,8 +503,9 @@ def main(argv: list[str] | None = None) -> dict:
     rte_dir, rte_seconds = train_rte(args, work_dir)
     evals = {}
     for task, model_dir in (("sst2", ours["model_dir"]), ("rte", rte_dir)):
-        for mode in ("rank", "generate"):
-            evals[(task, mode)] = time_eval(args, task, model_dir, mode, work_dir)
+        for batch in args.rank_eval_batch_sizes:
+            for mode in ("rank", "generate"):
+                evals[(task, mode, batch)] = time_eval(args, task, model_dir, mode, batch, work_dir)
 
     command = " ".join([".venv/bin/python bench/finetune_sst2.py", *(sys.argv[1:] if argv is None else argv)])
     label_tokens = {
@@ -583,23 +601,23 @@ def render(args, command, machine, tokenizer, ours, plain, evals, rte_seconds, l
         )
 
     rows2, ratios = [], []
-    for task, n in (("sst2", "872"), ("rte", "277")):
-        rank, gen = evals[(task, "rank")], evals[(task, "generate")]
+    for (task, n), batch in itertools.product((("sst2", "872"), ("rte", "277")), args.rank_eval_batch_sizes):
+        rank, gen = evals[(task, "rank", batch)], evals[(task, "generate", batch)]
         speedup = gen["seconds"] / rank["seconds"]
         ok = speedup >= 2 and rank["accuracy"] >= gen["accuracy"]
-        ratios.append((task, speedup, ok))
+        ratios.append((task, batch, speedup, ok))
         for mode, r in (("rank", rank), ("generate", gen)):
             rows2.append([
-                f"{task.upper()} dev ({n})", mode, f"{r['seconds']:.2f}",
+                f"{task.upper()} dev ({n})", str(batch), mode, f"{r['seconds']:.2f}",
                 f"{100 * r['accuracy']:.1f}%", f"{100 * r['invalid_rate']:.1f}%",
                 f"**{speedup:.2f}x**" if mode == "rank" else "1.00x",
                 f"{100 * r['contention']:.0f}%" if r["contention"] is not None else "n/a",
             ])  # fmt: skip
     table2 = common.markdown_table(
-        ["dev set", "eval mode", "eval s (best of %d)" % args.eval_repeats, "accuracy", "invalid outputs",
-         "speed vs generate", "CPU taken by others"],
+        ["dev set", "eval batch", "eval mode", "eval s (best of %d)" % args.eval_repeats, "accuracy",
+         "invalid outputs", "speed vs generate", "CPU taken by others"],
         rows2,
-        ["---", "---", "---:", "---:", "---:", "---:", "---:"],
+        ["---", "---:", "---", "---:", "---:", "---:", "---:", "---:"],
     )  # fmt: skip
 
     shares = [r["contention"] for r in (ours, plain)] + [e["contention"] for e in evals.values()]
@@ -644,13 +662,15 @@ def render(args, command, machine, tokenizer, ours, plain, evals, rte_seconds, l
         "",
         "- "
         + "; ".join(
-            f"{task.upper()}: rank is {s:.2f}x faster than generate"
+            f"{task.upper()}, eval batch {batch}"
+            + (" (the default)" if batch == DEFAULT_EVAL_BATCH else "")
+            + f": rank is **{s:.2f}x** faster than generate"
             + (
                 " with accuracy at least as good (target >= 2x met)"
                 if ok
                 else " (target >= 2x with accuracy >= generate: NOT met)"
             )
-            for task, s, ok in ratios
+            for task, batch, s, ok in ratios
         )
         + ".",
         f"- SST-2 model: ours' model from part 1 (stopped at {target} or at its budget). RTE model: the same preset "
