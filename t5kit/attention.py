@@ -153,11 +153,13 @@ def _over_shared_keys(module, query, key, value, attention_mask, dropout, scalin
     positions, attended (blocked, or SDPA where that applies), and unfolded."""
     batch, heads, q_len, head_dim = query.shape
     repeats = batch // key.shape[0]
-    if getattr(module, "is_causal", False) or batch != repeats * key.shape[0]:
+    if getattr(module, "is_causal", False):
         raise ValueError(
-            f"query batch {batch} is not a multiple of key batch {key.shape[0]} in a cross-attention layer: only "
-            "cross-attention may share keys across query rows"
+            f"query batch {batch} != key batch {key.shape[0]} in causal self-attention: only cross-attention may "
+            "share keys across query rows"
         )
+    if batch != repeats * key.shape[0]:
+        raise ValueError(f"query batch {batch} is not a multiple of key batch {key.shape[0]}")
     for name, extra in (("attention mask", attention_mask), ("position bias", position_bias)):
         if extra is not None and extra.shape[0] not in (1, key.shape[0]):
             raise ValueError(f"{name} batch {extra.shape[0]} must be 1 or the key batch {key.shape[0]}")

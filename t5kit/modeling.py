@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import torch
-
 from transformers import PreTrainedTokenizerBase, T5Config, T5ForConditionalGeneration
 from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
