@@ -23,13 +23,15 @@ for _key, _value in (
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-# Real text lives beside the checkout (<repo>/../shared/data); it is read in place, never copied into the repo.
-SHARED_DATA = Path(os.environ.get("T5_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS_DIR = BENCH / "results"
 WORK_DIR = BENCH / "out"  # git-ignored: run folders, cached tokenizers
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.helpers import find_shared_data  # noqa: E402
+
+SHARED_DATA = find_shared_data(REPO)  # real text, read in place and never copied into the repository
 
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Real data lives beside the checkout (../shared/data) and is never copied into the repository.
-SHARED_DATA = Path(os.environ.get("T5_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def find_shared_data(repo: Path = REPO) -> Path:
+    """Where the real benchmark data is read from (in place: it is never copied into the repository).
+
+    $T5_SHARED_DATA if set; else `shared/data` beside the checkout; else, for a clone of a local checkout (`git clone .
+    /tmp/x`, which leaves the data behind), `shared/data` beside the repository it was cloned from. The first
+    candidate is returned when none exists, so errors name the expected place."""
+    if os.environ.get("T5_SHARED_DATA"):
+        return Path(os.environ["T5_SHARED_DATA"])
+    beside = repo.parent / "shared" / "data"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(
+            ["git", "-C", str(repo), "remote", "get-url", "origin"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return beside
+    if origin and Path(origin).is_dir():
+        cloned_from = Path(origin).resolve().parent / "shared" / "data"
+        if cloned_from.is_dir():
+            return cloned_from
+    return beside
+
+
+SHARED_DATA = find_shared_data()
 
 
 def shared_file(relative: str) -> Path:

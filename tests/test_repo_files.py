@@ -1,9 +1,14 @@
-"""The shipped configuration files agree with the code: pins, DeepSpeed JSON, sweep YAMLs."""
+"""The shipped configuration files agree with the code: pins, DeepSpeed JSON, sweep YAMLs; and tests and
+benchmarks find the shared data from a fresh clone."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+from pathlib import Path
+from unittest import mock
 
 import yaml
 from absl.testing import absltest, parameterized
@@ -14,7 +19,7 @@ from t5kit.args import ModelArguments, parse_args
 from t5kit.corpus import PretrainDataArguments
 from t5kit.finetune_data import FineTuneDataArguments
 from t5kit.parameter_efficient import ParameterEfficientArguments
-from tests.helpers import REPO
+from tests.helpers import REPO, find_shared_data
 
 PROGRAM_GROUPS = {
     "pre_train_t5.py": (ModelArguments, PretrainDataArguments, pre_train_t5.PretrainingArguments),
@@ -100,6 +105,28 @@ class RepoFilesTest(parameterized.TestCase):
         # fine_tune_t5 logs eval_<metric>; the W&B integration logs that as eval/<metric>.
         self.assertEqual(sweep["metric"]["name"], f"eval/{task.metric_to_optimize}")
         self.assertEqual(sweep["metric"]["goal"], "maximize" if task.greater_is_better else "minimize")
+
+
+
+class SharedDataTest(absltest.TestCase):
+    def test_found_beside_the_checkout_or_beside_the_repository_it_was_cloned_from(self):
+        root = Path(self.create_tempdir().full_path)
+        (root / "shared" / "data").mkdir(parents=True)
+        original = root / "main"
+        subprocess.run(["git", "init", "-q", str(original)], check=True)
+        subprocess.run(["git", "-C", str(original), "commit", "-q", "--allow-empty", "-m", "x", "--no-gpg-sign"],
+                       check=True, env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})  # fmt: skip
+        elsewhere = Path(self.create_tempdir().full_path) / "fresh"
+        subprocess.run(["git", "clone", "-q", str(original), str(elsewhere)], check=True)
+        with mock.patch.dict(os.environ, {"T5_SHARED_DATA": ""}):
+            self.assertEqual(find_shared_data(original), root / "shared" / "data")
+            self.assertEqual(find_shared_data(elsewhere).resolve(), (root / "shared" / "data").resolve())
+            lone = Path(self.create_tempdir().full_path) / "lone"  # no git, no data: the expected place is named
+            lone.mkdir()
+            self.assertEqual(find_shared_data(lone), lone.parent / "shared" / "data")
+        with mock.patch.dict(os.environ, {"T5_SHARED_DATA": "/somewhere/data"}):
+            self.assertEqual(find_shared_data(elsewhere), Path("/somewhere/data"))
 
 
 if __name__ == "__main__":

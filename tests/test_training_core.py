@@ -108,8 +108,8 @@ class TokenCrossEntropyTest(parameterized.TestCase):
         self.assertAlmostEqual(loss.item(), want.item(), delta=1e-5)
         self.assertEqual(grad.dtype, dtype)
         self.assertEqual(grad[0, 9:].abs().max().item(), 0.0)  # ignored positions get no gradient
-        # fp32: rounding only. bf16: two roundings to bf16 (storing the gradient, scaling it by the upstream 2.5), each
-        # up to 2^-8 relative.
+        # fp32: rounding only. bf16: up to two roundings to bf16 (storing the gradient; scaling it when the upstream
+        # gradient is 2.5, not 1), each up to 2^-8 relative.
         tolerance = dict(atol=1e-7, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-6, rtol=2 * 2**-8)
         torch.testing.assert_close(grad.float(), want_grad, **tolerance)
 
