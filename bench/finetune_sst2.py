@@ -717,7 +717,8 @@ def render(args, command, machine, tokenizer, ours, plain, evals, rte_seconds, l
         "its accuracy is near chance (50%); the timing is the point.",
         "- Eval time = the Trainer's eval_runtime (dynamic padding in both modes; both also compute the teacher-forced "
         "eval loss). Speed vs generate = generate's best time / rank's; paired repeats = the range of generate / rank "
-        "over the repeats, each a rank run and a generate run back to back. Label lengths in tokens (EOS included), which bound greedy generation's decoder steps: "
+        "over the repeats, each a rank run and a generate run back to back. Label lengths in tokens (EOS included), "
+        "which bound greedy generation's decoder steps: "
         + ", ".join(f"{task.upper()} {label_tokens[task]}" for task in ("sst2", "rte"))
         + ". Rank scores every label word in one decoder pass and never produces an invalid output.",
     ]
