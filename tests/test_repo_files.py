@@ -107,7 +107,6 @@ class RepoFilesTest(parameterized.TestCase):
         self.assertEqual(sweep["metric"]["goal"], "maximize" if task.greater_is_better else "minimize")
 
 
-
 class SharedDataTest(absltest.TestCase):
     def test_found_beside_the_checkout_or_beside_the_repository_it_was_cloned_from(self):
         root = Path(self.create_tempdir().full_path)
