@@ -87,7 +87,7 @@ class _BlockedAttention(torch.autograd.Function):
                 if need_v:
                     torch.matmul(p.transpose(-1, -2), g[bs, hs], out=dv[bs, hs])
                 dp = torch.matmul(g[bs, hs], v[bs, hs].transpose(-1, -2))
-                ds = dp.sub_((dp * p).sum(-1, keepdim=True)).mul_(p)  # softmax backward, in place on dP
+                ds = torch._softmax_backward_data(dp, p, -1, torch.float32)  # p * (dp - sum(p * dp)), one pass
                 if need_bias:
                     if dbias.shape[0] > 1:
                         dbias[bs, hs] = ds
