@@ -1,4 +1,5 @@
-"""The preprocessing and collator benchmarks run end to end in their quick modes (so they cannot silently rot)."""
+"""The attention, collator, preprocessing and pre-training throughput benchmarks run end to end in their quick modes
+(so they cannot silently rot)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import attention as attention_bench  # noqa: E402
 import collator as collator_bench  # noqa: E402
 import preprocessing as preprocessing_bench  # noqa: E402
+import pretrain_throughput as pretrain_bench  # noqa: E402
 import run_all  # noqa: E402
 
 
@@ -57,6 +59,24 @@ class QuickBenchmarksTest(absltest.TestCase):
         self.assertGreaterEqual(run["peak_tree_rss"], run["peak_tree_anon"])
         self.assertGreaterEqual(run["peak_tree_rss"], run["baseline_rss"])  # the polled peak includes the live worker
         self.assertIn("| 0.05 MB | 1 |", output.read_text())
+
+    def test_pretrain_throughput_quick_rounds(self):
+        """run_all's quick flags with 2 rounds: ours and plain alternate, their rows pool both rounds' steps."""
+        (quick,) = [bench.quick_args for bench in run_all.BENCHMARKS if bench.name == "pretrain_throughput"]
+        quick = list(quick)
+        quick[quick.index("--work_dir") + 1] = str(self.tmp / "w")
+        output = self.tmp / "pretrain.md"
+        summary = pretrain_bench.main([*quick, "--rounds", "2", "--output", str(output)])
+        ours, plain = summary["runs"][:2]
+        self.assertEqual((ours["rounds"], plain["rounds"]), (2, 2))
+        self.assertEqual(len(summary["round_ratios"]), 2)
+        self.assertTrue(all(ratio > 0 for ratio in summary["round_ratios"]), summary["round_ratios"])
+        self.assertBetween(len(ours["step_seconds"]), 2, 4)  # 2 timed steps per round; a contended round keeps fewer
+        self.assertEqual(ours["timed_steps"], len(ours["step_seconds"]))
+        self.assertAlmostEqual(summary["ratio_ours_vs_plain"], plain["seconds_per_step"] / ours["seconds_per_step"])
+        text = output.read_text()
+        self.assertIn("Over 2 rounds", text)
+        self.assertIn(", ".join(f"{r:.2f}x" for r in summary["round_ratios"]), text)
 
     def test_run_all_lists_both(self):
         names = [bench.name for bench in run_all.BENCHMARKS]
