@@ -11,7 +11,7 @@ results.md under the machine description. To add a benchmark: write the script a
 flags of its quick mode. Budget: `make bench` should stay under 20 minutes on 2 cores. Measured end to end: 8 min on
 an AVX2-only CPU (fp32; 2026-11-22) and 10-12 min on an AVX-512 BF16 one (six pre-training variants, the
 1.6M-parameter SST-2 model, rank vs generate in bf16 and fp32; 2026-11-30), with the pre-training tokenizer and
-compiled kernels cached; a fresh clone adds their first-time cost and `make setup` (13.9 min in all). Each part
+compiled kernels cached; a fresh clone adds their first-time cost and `make setup` (12.9 min in all). Each part
 is also bounded by its own limits (idle waits, 60 s of timed steps per variant, 300 s per fine-tuning side).
 """
 
