@@ -367,30 +367,32 @@ def main(argv: list[str] | None = None) -> dict:
     ours = run_ours(args, files, work_dir, first)
     tokenizer, blocks, tokenizer_info = ours.pop("tokenizer"), ours.pop("blocks"), ours.pop("tokenizer_info")
     raw_length, target_length = ours["raw_length"], ours["target_length"]
-    pairs = [(ours, run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False))]
+
+    def ours_again(precision: str, compiled: bool = False) -> dict:
+        run = run_ours(args, files, work_dir, precision, compile_model=compiled)
+        for unused in ("tokenizer", "blocks", "tokenizer_info"):  # the first run's are the ones everything uses
+            run.pop(unused)
+        return run
+
+    def plain(bf16: bool = False) -> dict:
+        return run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=bf16)
+
+    pairs = [(ours, plain())]
     for round_index in range(1, args.rounds):  # the headline pair again, plain first in every other round
-        again = {}
-        for which in ("plain", "ours") if round_index % 2 else ("ours", "plain"):
-            if which == "ours":
-                run = run_ours(args, files, work_dir, first)
-                for unused in ("tokenizer", "blocks", "tokenizer_info"):
-                    run.pop(unused)
-                again["ours"] = run
-            else:
-                again["plain"] = run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=False)
-        pairs.append((again["ours"], again["plain"]))
-    round_ratios = [mean_step(plain) / mean_step(ours) for ours, plain in pairs]
+        if round_index % 2:
+            plain_run = plain()
+            pairs.append((ours_again(first), plain_run))
+        else:
+            pairs.append((ours_again(first), plain()))
+    round_ratios = [mean_step(p) / mean_step(o) for o, p in pairs]
     runs = [pool([o for o, _ in pairs]), pool([p for _, p in pairs])]
     runs[0]["round_ratios"] = round_ratios
     if run_bf16:
-        runs.append(run_plain(args, blocks, tokenizer, target_length, work_dir, bf16=True))
+        runs.append(plain(bf16=True))
     variants = [(p, c) for p in precisions for c in ((False, True) if args.compile == "on" else (False,))]
     for precision, compiled in variants:  # the rest of the precision x compile grid
         if (precision, compiled) != (first, False):
-            run = run_ours(args, files, work_dir, precision, compile_model=compiled)
-            for unused in ("tokenizer", "blocks", "tokenizer_info"):
-                run.pop(unused)
-            runs.append(run)
+            runs.append(ours_again(precision, compiled))
 
     # Collation cost alone, on the same batch of blocks (best of 5); also checks each collator's output.
     sample = [dict(blocks[i], idx=i, epoch=0) for i in range(min(args.batch_size, len(blocks)))]

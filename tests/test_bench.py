@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from absl.testing import absltest
 
@@ -66,7 +67,15 @@ class QuickBenchmarksTest(absltest.TestCase):
         quick = list(quick)
         quick[quick.index("--work_dir") + 1] = str(self.tmp / "w")
         output = self.tmp / "pretrain.md"
-        summary = pretrain_bench.main([*quick, "--rounds", "2", "--output", str(output)])
+        order = []
+
+        def logged(name, function):
+            return lambda *a, **k: (order.append(name), function(*a, **k))[1]
+
+        with mock.patch.object(pretrain_bench, "run_ours", logged("ours", pretrain_bench.run_ours)), \
+                mock.patch.object(pretrain_bench, "run_plain", logged("plain", pretrain_bench.run_plain)):
+            summary = pretrain_bench.main([*quick, "--rounds", "2", "--output", str(output)])
+        self.assertEqual(order, ["ours", "plain", "plain", "ours"])  # round 2 swaps which goes first
         ours, plain = summary["runs"][:2]
         self.assertEqual((ours["rounds"], plain["rounds"]), (2, 2))
         self.assertEqual(len(summary["round_ratios"]), 2)
