@@ -17,7 +17,9 @@ from t5kit.tokenizer import train_tokenizer
 from tests.helpers import REPO, SHARED_DATA, corpus_slice
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# PYTHONFAULTHANDLER: a process that aborts prints every thread's Python stack (the tail of stderr is reported).
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+       "PYTHONFAULTHANDLER": "1"}  # fmt: skip
 ACCELERATE_CPU_2 = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "29517"]
 
 

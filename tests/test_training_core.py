@@ -4,6 +4,8 @@ way, and gradient accumulation is equivalent to a larger batch."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 from pathlib import Path
 from unittest import mock
@@ -19,7 +21,7 @@ from t5kit import loss as loss_module
 from t5kit.corpus import column_sum
 from t5kit.loss import token_cross_entropy
 from t5kit.training import T5Trainer, column_lengths
-from tests.helpers import corpus_slice
+from tests.helpers import REPO, corpus_slice
 
 
 def ragged_dataset() -> datasets.Dataset:
@@ -183,3 +185,38 @@ class GradientAccumulationTest(absltest.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+# A process of a distributed run (a 1-process gloo group here) through run_main: the main() given as argv[1].
+EXIT_SCRIPT = """
+import atexit, sys, tempfile
+import torch.distributed as dist
+from t5kit.args import UsageError
+from t5kit.training import run_main
+
+dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
+atexit.register(lambda: print("teardown ran", flush=True))
+
+def clean(argv):
+    print("trained", end="")  # unflushed: exit_distributed must flush it
+
+def mistake(argv):
+    raise UsageError("--flag: bad value")
+
+run_main({"clean": clean, "mistake": mistake}[sys.argv[1]])
+print("after run_main")
+"""
+
+
+class ExitDistributedTest(parameterized.TestCase):
+    """A distributed process ends with its run's status and output, without the interpreter teardown that sometimes
+    aborted a finished 2-process gloo run (t5kit.training.exit_distributed)."""
+
+    @parameterized.named_parameters(("clean", "clean", 0, "trained"), ("usage_error", "mistake", 2, "error: --flag"))
+    def test_status_and_output_without_teardown(self, which, code, expected):
+        proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, which], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        self.assertEqual(proc.returncode, code, proc.stderr[-2000:])
+        self.assertIn(expected, proc.stdout + proc.stderr)
+        self.assertNotIn("teardown ran", proc.stdout)  # os._exit: no atexit handler, no destructor
+        self.assertNotIn("after run_main", proc.stdout)
