@@ -198,7 +198,7 @@ class StepTimer(TrainerCallback):
     """Times optimizer steps, and keeps only those that ran without CPU contention from other processes.
 
     A step's duration is the interval between the ends of steps k-1 and k: fetching and collating the batch,
-    forward, backward, optimizer and scheduler step, callbacks. The first `warmup_steps` steps are never kept.
+    forward, backward, optimizer and scheduler step, callbacks (on a GPU, a step ends once its kernels finish). The first `warmup_steps` steps are never kept.
     After them, each step's contention (the CPU share other processes took during it, `CpuContention`) is recorded;
     a step above `max_contention` is discarded (on a shared 2-core machine one busy neighbour makes a step several
     times slower) and training goes on until `steps` clean steps are in, or for at most `max_discarded` extra steps,
@@ -233,6 +233,8 @@ class StepTimer(TrainerCallback):
         self._contention = CpuContention()
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the step's kernels have run, not just been queued
         now = time.perf_counter()
         self.steps_done += 1
         if self.steps_done > self.warmup_steps:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import attention as attention_bench  # noqa: E402
 import collator as collator_bench  # noqa: E402
 import preprocessing as preprocessing_bench  # noqa: E402
+import profile_step  # noqa: E402
 import pretrain_throughput as pretrain_bench  # noqa: E402
 import run_all  # noqa: E402
 
@@ -86,6 +87,25 @@ class QuickBenchmarksTest(absltest.TestCase):
         text = output.read_text()
         self.assertIn("Over 2 rounds", text)
         self.assertIn(", ".join(f"{r:.2f}x" for r in summary["round_ratios"]), text)
+
+    def test_profile_step_quick(self):
+        result = profile_step.main(["--model_config", "tiny", "--batch_size", "4", "--input_length", "32",
+                                    "--target_length", "8", "--vocab_size", "500", "--warmup", "1", "--steps", "1",
+                                    "--bf16", "off"])  # fmt: skip
+        self.assertEqual((result["precision"], result["parameters"] > 0), ("fp32", True))
+        self.assertGreater(result["step_seconds"], 0)
+        self.assertAlmostEqual(sum(result["categories"].values()), result["profiled_seconds"], places=6)
+        self.assertGreater(result["categories"]["matmul"], 0)  # the linear layers were found and counted
+        self.assertEqual(profile_step.category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT"), "matmul")
+        self.assertEqual(profile_step.category("fmha_cutlassB_bf16_aligned_64x64_k64_sm80"), "attention")
+        self.assertEqual(profile_step.category("void at::native::vectorized_elementwise_kernel<4>"), "other")
+
+    def test_compile_choices_pick_the_grid(self):
+        grid = pretrain_bench.grid_rest
+        self.assertEqual(grid(["fp32", "bf16"], "bf16", "on"), [("fp32", False), ("fp32", True), ("bf16", True)])
+        self.assertEqual(grid(["fp32", "bf16"], "bf16", "default"), [("fp32", False), ("bf16", True)])
+        self.assertEqual(grid(["fp32", "bf16"], "bf16", "off"), [("fp32", False)])
+        self.assertEqual(grid(["fp32"], "fp32", "default"), [("fp32", True)])
 
     def test_run_all_lists_both(self):
         names = [bench.name for bench in run_all.BENCHMARKS]
