@@ -198,12 +198,12 @@ class StepTimer(TrainerCallback):
     """Times optimizer steps, and keeps only those that ran without CPU contention from other processes.
 
     A step's duration is the interval between the ends of steps k-1 and k: fetching and collating the batch,
-    forward, backward, optimizer and scheduler step, callbacks (on a GPU, a step ends once its kernels finish). The first `warmup_steps` steps are never kept.
-    After them, each step's contention (the CPU share other processes took during it, `CpuContention`) is recorded;
-    a step above `max_contention` is discarded (on a shared 2-core machine one busy neighbour makes a step several
-    times slower) and training goes on until `steps` clean steps are in, or for at most `max_discarded` extra steps,
-    or until the timed steps add up to `max_seconds` (the Trainer is told to stop then; give it
-    max_steps >= warmup_steps + steps + max_discarded).
+    forward, backward, optimizer and scheduler step, callbacks (on a GPU, a step ends once its kernels finish).
+    The first `warmup_steps` steps are never kept. After them, each step's contention (the CPU share other
+    processes took during it, `CpuContention`) is recorded; a step above `max_contention` is discarded (on a shared
+    2-core machine one busy neighbour makes a step several times slower) and training goes on until `steps` clean
+    steps are in, or for at most `max_discarded` extra steps, or until the timed steps add up to `max_seconds` (the
+    Trainer is told to stop then; give it max_steps >= warmup_steps + steps + max_discarded).
     With `wait_idle_seconds` > 0, training also pauses (outside any timed step) after the warm-up and after each
     discarded step until the machine is idle again, for at most that many seconds in all.
     """

@@ -1,7 +1,7 @@
 """Where one pre-training step's time goes: the default path's training step, profiled by kernel category.
 
-    .venv/bin/python bench/profile_step.py --model_config mini --batch_size 8            # this CPU
-    python bench/profile_step.py --model_config base --batch_size 128                   # a GPU (T5-base, nanoT5's batch)
+    .venv/bin/python bench/profile_step.py --model_config mini --batch_size 8     # this CPU
+    python bench/profile_step.py --model_config base --batch_size 128            # a GPU: T5-base, nanoT5's batch
 
 The step is the one `pre_train_t5.py` runs, without the Trainer around it: the model built from a T5 v1.1 preset
 the way the script builds it (`t5kit.modeling.build_config` + `speed_up_feed_forward`, our attention registered:
