@@ -137,6 +137,12 @@ class CpuContention:
 # Matmul peak
 
 
+def peak_matrix_size() -> int:
+    """n of the n x n x n product that measures the matmul peak: 8192 on a GPU (smaller products leave it
+    launch-bound, which would flatter MFU), 2048 on a CPU."""
+    return 8192 if torch.cuda.is_available() else 2048
+
+
 def matmul_peak_gflops(
     dtype: torch.dtype,
     n: int = 2048,

@@ -341,10 +341,10 @@ def grid_rest(precisions: list[str], first: str, compile_choice: str) -> list[tu
 
 
 def measure_peaks(max_contention: float) -> dict[str, dict]:
-    """fp32 and bf16 `torch.mm` peaks at n = 2048 on a CPU, n = 8192 on a GPU (smaller products leave a GPU
-    launch-bound, which would flatter MFU). Where bf16 is emulated (an n = 2048 bf16 mm would take over 2 s), the
-    bf16 peak is taken at n = 512, which is faster per FLOP there than n = 2048 (so MFU is not flattered either)."""
-    n = 8192 if torch.cuda.is_available() else 2048
+    """fp32 and bf16 `torch.mm` peaks at `common.peak_matrix_size()` (2048 on a CPU, 8192 on a GPU). Where bf16 is
+    emulated (an n = 2048 bf16 mm would take over 2 s), the bf16 peak is taken at n = 512, which is faster per FLOP
+    there than n = 2048 (so MFU is not flattered)."""
+    n = common.peak_matrix_size()
     peaks = {}
     gflops, share = common.matmul_peak_gflops(torch.float32, n=n, max_contention=max_contention)
     peaks["fp32"] = {"n": n, "gflops": gflops, "contention": share}

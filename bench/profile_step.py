@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     flops = common.t5_train_flops_per_step(config, args.batch_size, args.input_length, args.target_length)
     precision = torch.bfloat16 if bf16 else torch.float32
-    peak, _ = common.matmul_peak_gflops(precision, n=8192 if device == "cuda" else 2048, max_contention=1.0)
+    peak, _ = common.matmul_peak_gflops(precision, n=common.peak_matrix_size(), max_contention=1.0)
     result = {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else common.machine_info()["cpu"],
         "model_config": args.model_config,

@@ -65,13 +65,17 @@ def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = 
         print(f"error: {err}", file=sys.stderr)
         code = ft.EXIT_NONFINITE
     except BaseException:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if _distributed():
             torch.distributed.destroy_process_group()  # a bug: its traceback prints, the group closes first
         raise
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _distributed():
         exit_distributed(code)
     if code:
         sys.exit(code)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def exit_distributed(code: int) -> None:
