@@ -944,6 +944,16 @@ def compute_task_metrics(spec: TaskSpec, predicted_texts: Sequence[str],
     return results
 
 
+def task_score(spec: TaskSpec, metrics: Mapping[str, float]) -> float:
+    """A task's score in a benchmark average: the mean of its metrics (MRPC: F1 and accuracy; STS-B: Pearson and
+    Spearman), as the GLUE/SuperGLUE leaderboards and the T5 paper's benchmark averages count a task with two metrics.
+
+    >>> task_score(get_task("superglue", "cb"), {"macro_f1": 50.0, "accuracy": 70.0, "loss": 0.9})
+    60.0
+    """
+    return float(sum(metrics[name] for name in spec.metrics) / len(spec.metrics))
+
+
 def label_candidates(spec: TaskSpec) -> list[str] | None:
     """The label words for rank classification; None for regression/free text.
 

@@ -41,7 +41,14 @@ import torch
 from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback
 
-from constants import TaskSpec, compute_task_metrics, max_target_length, postprocess, target_candidates
+from constants import (
+    TaskSpec,
+    compute_task_metrics,
+    max_target_length,
+    postprocess,
+    target_candidates,
+    task_score,
+)
 from data_collators import LABEL_PAD_ID, Seq2SeqCollator
 from t5kit.args import ModelArguments, T5TrainingArguments, UsageError, is_main_process, parse_args
 from t5kit.finetune_data import (
@@ -156,12 +163,6 @@ def eval_sets_of(tasks: list[TaskSpec], validation: dict[str, dict[str, Any]]) -
 
 
 AVERAGE = "average"  # eval_average: the mixture's score, the mean of the task scores
-
-
-def task_score(task: TaskSpec, metrics: dict[str, float]) -> float:
-    """A task's score in the average: the mean of its metrics (MRPC: F1 and accuracy; STS-B: Pearson and Spearman),
-    as the GLUE/SuperGLUE leaderboards and the T5 paper's benchmark averages count a task with two metrics."""
-    return float(np.mean([metrics[name] for name in task.metrics]))
 
 
 def mixture_summary(sets: list[EvalSet], per_set: list[dict[str, float]]) -> dict[str, float]:

@@ -28,6 +28,9 @@ LR_SCHEDULER_ALIASES = {
 }
 
 CONFIG_FLAG = "--config"
+# `--model_name_or_path random_init:PATH`: the architecture and tokenizer of PATH with fresh random weights, the
+# no-pre-training control of a comparison (the same as `--model_name_or_path PATH --random_init`).
+RANDOM_INIT_PREFIX = "random_init:"
 
 
 class UsageError(ValueError):
@@ -73,6 +76,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "Dropout in the model. Default: 0.0 for pre-training (T5 v1.1), the checkpoint's value else."},
     )
+    random_init: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the architecture (config.json) and tokenizer of --model_name_or_path but start from random "
+            "weights: the no-pre-training control. `--model_name_or_path random_init:PATH` says the same."
+        },
+    )
     attn_implementation: str = field(
         default="blocked",
         metadata={
@@ -83,6 +93,16 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        if self.model_name_or_path and self.model_name_or_path.startswith(RANDOM_INIT_PREFIX):
+            self.model_name_or_path = self.model_name_or_path[len(RANDOM_INIT_PREFIX) :]
+            self.random_init = True
+        if self.random_init and not self.model_name_or_path:
+            raise UsageError(
+                "--random_init takes the architecture and tokenizer of --model_name_or_path: pass it "
+                "(or --model_config PRESET for a from-scratch model)"
+            )
+        if self.random_init and self.vocab_size is not None:
+            raise UsageError("--random_init keeps the tokenizer of --model_name_or_path; drop --vocab_size")
         if self.vocab_size is not None and self.tokenizer_name_or_path is not None:
             raise UsageError("--vocab_size trains a new tokenizer; it cannot be combined with --tokenizer_name_or_path")
         if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:

@@ -85,6 +85,8 @@ def load_model(
     `device_map` (checkpoints only) places the layers across devices at load time (accelerate big-model loading)."""
     dropout = model_args.dropout_rate if model_args.dropout_rate is not None else default_dropout
     attention.register()
+    if model_args.model_name_or_path and model_args.random_init:
+        return _random_init_of(model_args, dropout)
     if model_args.model_name_or_path:
         overrides = {} if dropout is None else {"dropout_rate": dropout}
         if device_map is not None:
@@ -108,6 +110,25 @@ def load_model(
     config = build_config(model_args.model_config, tokenizer, PRETRAIN_DROPOUT if dropout is None else dropout)
     config._attn_implementation = model_args.attn_implementation
     model = T5ForConditionalGeneration(config)
+    speed_up_feed_forward(model)
+    return model
+
+
+def _random_init_of(model_args: ModelArguments, dropout: float | None):
+    """A model with the config of --model_name_or_path (a run folder, checkpoint or hub name) and fresh weights,
+    initialised from the seed that start_run set."""
+    try:
+        config = T5Config.from_pretrained(model_args.model_name_or_path)
+    except OSError as err:
+        raise UsageError(
+            f"--model_name_or_path {model_args.model_name_or_path} (--random_init): cannot read its config.json "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    if dropout is not None:
+        config.dropout_rate = dropout
+    config._attn_implementation = model_args.attn_implementation
+    model = T5ForConditionalGeneration(config)
+    logger.info("random init with the architecture of %s (no pre-trained weights)", model_args.model_name_or_path)
     speed_up_feed_forward(model)
     return model
 

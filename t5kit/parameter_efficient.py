@@ -189,6 +189,11 @@ def validate(args: ParameterEfficientArguments, model_args: ModelArguments, trai
             "--lora_r / --prompt_tuning_length adapt a trained checkpoint and freeze it: pass --model_name_or_path "
             "(a frozen from-scratch model would stay random)"
         )
+    if model_args.random_init and (args.lora_r or args.prompt_tuning_length or adapter is not None):
+        raise UsageError(
+            "--random_init with LoRA, prompt tuning or an adapter folder would train a few parameters of a random "
+            "model; fine-tune the random init fully (drop --lora_r / --prompt_tuning_length)"
+        )
     if adapter is not None and (args.lora_r or args.prompt_tuning_length or args.freeze):
         raise UsageError(
             f"--model_name_or_path {model_args.model_name_or_path} is a {adapter.get('peft_type', 'peft')} adapter "

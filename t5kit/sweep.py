@@ -375,6 +375,7 @@ class Runner:
         self.goal = self.sweep["metric"]["goal"]
         self.child: subprocess.Popen | None = None
         self.locked = False
+        self.rank_trials = True  # False: trials are not comparable by the metric (a suite); no "best" is named
 
     # ---- state
     def load_state(self) -> dict:
@@ -454,15 +455,20 @@ class Runner:
             self.trials.append(trial)
             self.save_state()
             self.run_trial(trial)
-        write_results(self.dir, self.trials, self.sweep, self.metric_name, self.goal)
-        best = best_trial(self.trials, self.goal)
+        self.write_results()
         print(f"[sweep] done: {len(self.trials)} trial(s); results in {self.dir / 'results.md'}", flush=True)
+        if not self.rank_trials:
+            return 0 if all(t["state"] == "finished" for t in self.trials) else 1
+        best = best_trial(self.trials, self.goal)
         if best is None:
             print("[sweep] no trial logged the metric", flush=True)
             return 1
         params = describe(best["params"], self.searched())
         print(f"[sweep] best: {best['name']} {self.metric_name}={best['metric']:.4g} {params}", flush=True)
         return 0
+
+    def write_results(self) -> None:
+        write_results(self.dir, self.trials, self.sweep, self.metric_name, self.goal, rank=self.rank_trials)
 
     def searched(self) -> list[str]:
         return [n for n, spec in self.sweep["parameters"].items() if "value" not in spec]
@@ -518,9 +524,9 @@ class Runner:
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             note += f"; last lines of {log_path}:\n    " + "\n    ".join(tail)
         self.save_state()
-        write_results(self.dir, self.trials, self.sweep, self.metric_name, self.goal)
+        self.write_results()
         value = f"{self.metric_name}={trial['metric']:.4g}" if trial["metric"] is not None else "no metric"
-        best = best_trial(self.trials, self.goal)
+        best = best_trial(self.trials, self.goal) if self.rank_trials else None
         best_note = f"; best so far {best['name']} ({best['metric']:.4g})" if best else ""
         print(f"[sweep] {trial['name']} {note} in {trial['wall_s']:.0f} s: {value}{best_note}", flush=True)
 
@@ -586,9 +592,12 @@ def best_trial(trials: list[dict], goal: str) -> dict | None:
     return pick(scored, key=lambda t: t["metric"])
 
 
-def write_results(folder: Path, trials: list[dict], sweep: dict, metric_name: str, goal: str) -> None:
+def write_results(
+    folder: Path, trials: list[dict], sweep: dict, metric_name: str, goal: str, rank: bool = True
+) -> None:
+    """results.md, results.csv, results.png; `rank`: name the best trial (False when trials are not comparable)."""
     searched = [n for n, spec in sweep["parameters"].items() if "value" not in spec]
-    best = best_trial(trials, goal)
+    best = best_trial(trials, goal) if rank else None
     header = ["trial", "state", metric_name, *searched, "wall_s", "output_dir"]
     rows = []
     for t in trials:
@@ -611,7 +620,7 @@ def write_results(folder: Path, trials: list[dict], sweep: dict, metric_name: st
     if best is not None:
         lines.append(f"Best: **{best['name']}** with {metric_name} = {best['metric']:.4f} "
                      f"({describe(best['params'], searched)}), run folder {best.get('output_dir')}")  # fmt: skip
-    else:
+    elif rank:
         lines.append("Best: none yet (no trial logged the metric)")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -692,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    return run_runner(runner)
+
+
+def run_runner(runner: Runner) -> int:
+    """Runs the trials with the exit statuses of the module docstring (75 pre-empted, 130 Ctrl-C, 2 a mistake)."""
 
     def on_signal(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
