@@ -6,7 +6,8 @@
 3. Fine-tuning task "which module?": the input is a docstring of a public function or class in one of a few stdlib
    modules (math, statistics, random, logging, shutil, os.path, base64, itertools), the target is the module's
    name. Built from `inspect.getdoc` at run time, split 80/20 with a fixed seed, written as jsonl, and run through
-   `fine_tune_t5.py --benchmark custom` (exact-match accuracy on generated text).
+   `fine_tune_t5.py --benchmark custom` (exact-match accuracy on generated text), twice: from the pre-trained model
+   and from a random init of the same architecture and tokenizer (`random_init:`), so the gain is printed.
 
 Nothing here is stored in the repository: the texts come from the Python install itself.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import fine_tune_t5
 import pre_train_t5
+from t5kit.args import RANDOM_INIT_PREFIX
 
 DEMO_MODULES = ("math", "statistics", "random", "logging", "shutil", "os.path", "base64", "itertools")
 MIN_DOC_CHARS = 40  # skip one-word docstrings
@@ -97,26 +99,38 @@ def main(argv: list[str] | None = None) -> dict:
         "--max_steps", str(args.pretrain_steps), "--learning_rate", "2e-3", "--logging_steps", "25",
         "--save_strategy", "no", "--output_dir", str(pt_dir), "--resume_from_checkpoint", "latest",
     ])  # fmt: skip
-    ft_dir = out / "finetune"
-    finetune = fine_tune_t5.main([
-        "--model_name_or_path", str(pt_dir), "--benchmark", "custom", "--prefix", "module:",
-        "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl"),
-        "--do_train", "--do_eval", "--num_train_epochs", str(args.finetune_epochs), "--learning_rate", "1e-3",
-        "--per_device_train_batch_size", "16", "--logging_steps", "10", "--save_total_limit", "1",
-        "--max_target_length", "8",
-        "--output_dir", str(ft_dir), "--resume_from_checkpoint", "latest",
-    ])  # fmt: skip
+
+    def finetune(model: str, folder: Path) -> dict:
+        return fine_tune_t5.main([
+            "--model_name_or_path", model, "--benchmark", "custom", "--prefix", "module:",
+            "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl"),
+            "--do_train", "--do_eval", "--num_train_epochs", str(args.finetune_epochs), "--learning_rate", "1e-3",
+            "--per_device_train_batch_size", "16", "--logging_steps", "10", "--save_total_limit", "1",
+            "--max_target_length", "8",
+            "--output_dir", str(folder), "--resume_from_checkpoint", "latest",
+        ])  # fmt: skip
+
+    # The same fine-tuning twice: from the pre-trained weights, and from a random init of the same architecture and
+    # tokenizer (the control that shows what pre-training adds).
+    ft_dir, control_dir = out / "finetune", out / "finetune_random_init"
+    finetune_results = finetune(str(pt_dir), ft_dir)
+    control = finetune(f"{RANDOM_INIT_PREFIX}{pt_dir}", control_dir)
     minutes = (time.perf_counter() - started) / 60
     chance = 100 * max(sum(e["target"] == m for e in examples[cut:]) for m in DEMO_MODULES) / (len(examples) - cut)
+    nan = float("nan")
     print(
         f"\n== demo done in {minutes:.1f} min ==\n"
-        f"pre-training  ({pt_dir}): eval loss {pretrain.get('eval_loss', float('nan')):.3f}, "
-        f"span-token accuracy {100 * pretrain.get('eval_span_accuracy', float('nan')):.1f}%\n"
-        f"fine-tuning   ({ft_dir}): which-module accuracy {finetune.get('eval_accuracy', float('nan')):.1f}% "
-        f"(majority-class baseline {chance:.1f}%), invalid {finetune.get('eval_invalid_rate', float('nan')):.1f}%\n"
+        f"pre-training  ({pt_dir}): eval loss {pretrain.get('eval_loss', nan):.3f}, "
+        f"span-token accuracy {100 * pretrain.get('eval_span_accuracy', nan):.1f}%\n"
+        f"fine-tuning, which-module accuracy on {len(examples) - cut} docstrings "
+        f"(majority-class baseline {chance:.1f}%):\n"
+        f"  pre-trained  ({ft_dir}): {finetune_results.get('eval_accuracy', nan):.1f}% "
+        f"(invalid {finetune_results.get('eval_invalid_rate', nan):.1f}%)\n"
+        f"  random init  ({control_dir}): {control.get('eval_accuracy', nan):.1f}% "
+        f"(invalid {control.get('eval_invalid_rate', nan):.1f}%)\n"
         f"predictions: {ft_dir / 'predictions'}"
     )
-    return {"pretrain": pretrain, "finetune": finetune}
+    return {"pretrain": pretrain, "finetune": finetune_results, "random_init": control}
 
 
 if __name__ == "__main__":

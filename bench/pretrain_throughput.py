@@ -99,10 +99,15 @@ def tokenizer_cache_dir(files: list[str], vocab_size: int, work_dir: Path) -> Pa
 # Variants
 
 
-def run_ours(args, files: list[str], work_dir: Path, precision: str, compile_model: bool = False) -> dict:
+def run_ours(
+    args, files: list[str], work_dir: Path, precision: str, compile_model: bool = False, timer=None,
+    on_trainer=None, extra_argv: tuple[str, ...] = (),
+) -> dict:
     """pre_train_t5.main in `precision` (`--bf16 True|False`; the default path where it is the machine's default,
     DEFAULT_PRECISION), with `compile_model` plus --torch_compile. The first time, the tokenizer is trained by main
-    itself (--vocab_size; retried smaller if the corpus cannot support the size) and then cached for later runs."""
+    itself (--vocab_size; retried smaller if the corpus cannot support the size) and then cached for later runs.
+    `timer` replaces the StepTimer built from args, `on_trainer(trainer)` is called once the T5Trainer is built
+    (its callbacks then follow the timer), `extra_argv` goes after the flags above (argparse: the last wins)."""
     import pre_train_t5
     from t5kit.args import UsageError
 
@@ -124,11 +129,12 @@ def run_ours(args, files: list[str], work_dir: Path, precision: str, compile_mod
         "--seed", str(args.seed),
         "--bf16", str(precision == "bf16"),
         *(["--torch_compile", "True"] if compile_model else []),
+        *extra_argv,
     ]  # fmt: skip
     cache = tokenizer_cache_dir(files, args.vocab_size, work_dir)
     info_file = cache / "bench_info.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else None
-    timer = common.StepTimer(
+    timer = timer or common.StepTimer(
         args.warmup_steps, args.steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
         args.wait_idle_s,
     )
@@ -138,6 +144,8 @@ def run_ours(args, files: list[str], work_dir: Path, precision: str, compile_mod
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.add_callback(timer)
+            if on_trainer is not None:
+                on_trainer(self)
             trainers.append(self)
 
     size, attempts, started = args.vocab_size, [], time.perf_counter()
@@ -203,7 +211,10 @@ def ours_name(precision: str, compiled: bool) -> str:
     return name + (" + --torch_compile" if compiled else "")
 
 
-def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16: bool) -> dict:
+def run_plain(
+    args, blocks, tokenizer, target_length: int, work_dir: Path, bf16: bool, timer=None, callbacks=()
+) -> dict:
+    """Seq2SeqTrainer with its defaults; `timer` replaces the StepTimer built from args, `callbacks` follow it."""
     from t5kit.modeling import build_config
 
     output_dir = work_dir / ("plain_bf16" if bf16 else "plain")
@@ -225,7 +236,7 @@ def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16:
         bf16=bf16,
         use_cpu=bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on a GPU-less machine otherwise
     )
-    timer = common.StepTimer(
+    timer = timer or common.StepTimer(
         args.warmup_steps, timed_steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
         args.wait_idle_s,
     )
@@ -235,7 +246,7 @@ def run_plain(args, blocks, tokenizer, target_length: int, work_dir: Path, bf16:
         train_dataset=blocks,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
     )
     trainer.train()
     return {

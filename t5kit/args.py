@@ -101,8 +101,11 @@ class ModelArguments:
                 "--random_init takes the architecture and tokenizer of --model_name_or_path: pass it "
                 "(or --model_config PRESET for a from-scratch model)"
             )
-        if self.random_init and self.vocab_size is not None:
-            raise UsageError("--random_init keeps the tokenizer of --model_name_or_path; drop --vocab_size")
+        if self.model_name_or_path and self.vocab_size is not None:
+            raise UsageError(
+                f"--vocab_size trains a new tokenizer, whose ids would not match the embeddings of "
+                f"--model_name_or_path {self.model_name_or_path}; drop --vocab_size to use its own tokenizer"
+            )
         if self.vocab_size is not None and self.tokenizer_name_or_path is not None:
             raise UsageError("--vocab_size trains a new tokenizer; it cannot be combined with --tokenizer_name_or_path")
         if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:

@@ -8,7 +8,7 @@ and one comparison of the models.
 A model is a run folder or checkpoint (`runs/pt`, `runs/pt/checkpoint-500`), a hub name (`t5-small`), or
 `random_init:NAME`: the architecture (config.json) and tokenizer of NAME with fresh random weights, the
 no-pre-training control. The baseline that every other model is compared with is `--baseline`, by default the first
-`random_init:` model.
+`random_init:` model. Rerunning with more `--models` (and nothing else changed) adds their runs to the suite.
 
 How it runs: the suite is a grid sweep over (model_name_or_path, dataset_name, seed), written to
 `<suite_dir>/suite_sweep.yaml` with every fixed flag of `--config` and `--set`, and run by the offline sweep runner
@@ -51,6 +51,8 @@ from t5kit.sweep import (
     STATE_FILE,
     Runner,
     SweepError,
+    fingerprint_of,
+    load_sweep,
     run_runner,
 )
 
@@ -172,19 +174,29 @@ def sweep_config(spec: SuiteSpec, launcher_command: list[str] | None = None) -> 
 
 
 def prepare_dir(suite_dir: Path, spec: SuiteSpec, sweep: dict) -> Path:
-    """Writes suite.json and the sweep file; a folder that holds another suite is refused, not mixed."""
+    """Writes suite.json and the sweep file. A folder that holds another suite is refused, not mixed, except when the
+    new one only adds models (the same tasks, seeds, flags and baseline): its finished runs are kept."""
     suite_dir.mkdir(parents=True, exist_ok=True)
     spec_path = suite_dir / SPEC_FILE
+    new = json.loads(json.dumps(spec.as_dict()))
+    extends = False
     if spec_path.is_file():
         held = json.loads(spec_path.read_text(encoding="utf-8"))
-        if held != json.loads(json.dumps(spec.as_dict())):
+        extends = held != new and set(held["models"]) <= set(new["models"]) and all(
+            held[key] == new[key] for key in ("tasks", "seeds", "flags", "baseline"))  # fmt: skip
+        if held != new and not extends:
             raise SweepError(
-                f"{suite_dir} holds a suite with other models, tasks, seeds or flags ({spec_path}); rerun it with the "
-                "same ones to resume, or pass another --suite_dir"
+                f"{suite_dir} holds a suite with other tasks, seeds, flags or baseline ({spec_path}); rerun it with "
+                "the same ones to resume (adding --models is fine), or pass another --suite_dir"
             )
-    spec_path.write_text(json.dumps(spec.as_dict(), indent=1) + "\n", encoding="utf-8")
     sweep_path = suite_dir / SWEEP_FILE
     sweep_path.write_text(yaml.safe_dump(sweep, sort_keys=False), encoding="utf-8")
+    state_path = suite_dir / STATE_FILE
+    if extends and state_path.is_file():  # the runner resumes a sweep only with its own grid: give it the larger one
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state["fingerprint"] = fingerprint_of(load_sweep(sweep_path), {})
+        state_path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    spec_path.write_text(json.dumps(new, indent=1) + "\n", encoding="utf-8")
     return sweep_path
 
 

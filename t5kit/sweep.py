@@ -263,6 +263,12 @@ def sweep_engine_config(sweep: dict) -> dict:
     return json.loads(json.dumps({k: sweep[k] for k in keys if k in sweep}))
 
 
+def fingerprint_of(sweep: dict, extra: dict) -> dict:
+    """What a sweep folder must keep to be resumed: the search, the command, the program and the --set values."""
+    return {"sweep": sweep_engine_config(sweep), "command": sweep["command"], "program": sweep["program"],
+            "set": extra}  # fmt: skip
+
+
 def _sweeps():
     """The sweeps package, imported without the pydantic v1-style config warning it raises at import."""
     import warnings
@@ -379,8 +385,7 @@ class Runner:
 
     # ---- state
     def load_state(self) -> dict:
-        fingerprint = {"sweep": sweep_engine_config(self.sweep), "command": self.sweep["command"],
-                       "program": self.sweep["program"], "set": self.extra}  # fmt: skip
+        fingerprint = fingerprint_of(self.sweep, self.extra)
         if self.state_path.is_file():
             state = json.loads(self.state_path.read_text())
             if state.get("fingerprint") != fingerprint:

@@ -37,7 +37,7 @@ def main() -> None:
     kind, _, at = fault.partition(":")
     at = int(at or 0)
     torch.set_num_threads(1)
-    log = Path(argv[argv.index("--output_dir") + 1]) / "fault_log.jsonl"
+    log = Path(_flag_value(argv, "--output_dir")) / "fault_log.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
 
     def record(row: dict) -> None:
@@ -90,6 +90,16 @@ def main() -> None:
     sys.argv = [script, *argv]
     module = __import__(Path(script).stem)
     training.run_main(module.main, argv)
+
+
+def _flag_value(argv: list[str], flag: str) -> str:
+    """The value of `--flag VALUE` or `--flag=VALUE` (the sweep runner's form)."""
+    for i, item in enumerate(argv):
+        if item == flag:
+            return argv[i + 1]
+        if item.startswith(flag + "="):
+            return item[len(flag) + 1 :]
+    raise SystemExit(f"fault_injection: {flag} is missing")
 
 
 def _recording(call, record):

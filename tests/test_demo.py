@@ -17,6 +17,9 @@ class DemoTest(absltest.TestCase):
             results = demo.main(["--output_dir", str(tmp), "--quick"])
             self.assertIn("eval_loss", results["pretrain"])
             self.assertIn("eval_accuracy", results["finetune"])
+            self.assertIn("eval_accuracy", results["random_init"])  # the control, fine-tuned the same way
+            control = json.loads((tmp / "finetune_random_init" / "all_results.json").read_text())
+            self.assertEqual(control["eval_accuracy"], results["random_init"]["eval_accuracy"])
             rows = (tmp / "data" / "train.jsonl").read_text().splitlines()
             self.assertGreater(len(rows), 100)
             self.assertIn(json.loads(rows[0])["target"], demo.DEMO_MODULES)
