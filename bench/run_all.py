@@ -49,6 +49,9 @@ BENCHMARKS: list[Benchmark] = [
             "--work_dir", str(common.WORK_DIR / "quick"),
         ],
     ),  # fmt: skip
+    Benchmark(
+        "pretrain_quality", quick_args=["--quick", "--work_dir", str(common.WORK_DIR / "quick" / "pretrain_quality")]
+    ),
     Benchmark("finetune_sst2", quick_args=["--quick"]),
     Benchmark("preprocessing", quick_args=["--quick", "--work_dir", str(common.WORK_DIR / "quick" / "preprocessing")]),
     Benchmark("collator", quick_args=["--quick"]),

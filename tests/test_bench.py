@@ -1,5 +1,5 @@
-"""The attention, collator, preprocessing and pre-training throughput benchmarks run end to end in their quick modes
-(so they cannot silently rot)."""
+"""The attention, collator, preprocessing, pre-training throughput and quality benchmarks run end to end in their quick
+modes (so they cannot silently rot)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import attention as attention_bench  # noqa: E402
 import collator as collator_bench  # noqa: E402
 import preprocessing as preprocessing_bench  # noqa: E402
 import profile_step  # noqa: E402
+import pretrain_quality  # noqa: E402
 import pretrain_throughput as pretrain_bench  # noqa: E402
 import run_all  # noqa: E402
 
@@ -87,6 +88,33 @@ class QuickBenchmarksTest(absltest.TestCase):
         text = output.read_text()
         self.assertIn("Over 2 rounds", text)
         self.assertIn(", ".join(f"{r:.2f}x" for r in summary["round_ratios"]), text)
+
+    def test_pretrain_quality_quick(self):
+        """run_all's quick flags: both sides' held-out loss curves on the same eval points, the ratio line."""
+        (quick,) = [bench.quick_args for bench in run_all.BENCHMARKS if bench.name == "pretrain_quality"]
+        quick = list(quick)
+        quick[quick.index("--work_dir") + 1] = str(self.tmp / "w")
+        output = self.tmp / "quality.md"
+        summary = pretrain_quality.main([*quick, "--output", str(output)])
+        steps = list(range(0, pretrain_quality.QUICK["plain_steps"] + 1, pretrain_quality.QUICK["eval_every"]))
+        for side in ("ours_run", "plain_run"):
+            curve = summary[side]["curve"]
+            self.assertEqual([point["step"] for point in curve], steps)
+            seconds = [point["seconds"] for point in curve]
+            self.assertEqual(seconds[0], 0.0)
+            self.assertEqual(seconds, sorted(seconds))
+            self.assertLessEqual(seconds[-1], summary[side]["train_seconds"])  # the evaluations are not counted
+        self.assertEqual(summary["target_loss"], summary["plain_run"]["curve"][-1]["loss"])
+        if summary["ours"] and summary["ours"]["seconds"] > 0:
+            self.assertAlmostEqual(summary["ratio"], summary["plain"]["seconds"] / summary["ours"]["seconds"])
+        text = output.read_text()
+        ratio_line = f"- **time ratio plain / ours to plain's final held-out loss {summary['target_loss']:.3f}: "
+        self.assertIn(ratio_line, text)
+        self.assertIn("| step | ours train s | ours loss | plain train s | plain loss |", text)
+        for side in ("ours_run", "plain_run"):
+            for point in summary[side]["curve"]:
+                self.assertIn(f"{point['loss']:.3f}", text)
+        self.assertIn("Machine:", text)
 
     def test_profile_step_quick(self):
         result = profile_step.main(["--model_config", "tiny", "--batch_size", "4", "--input_length", "32",

@@ -302,11 +302,13 @@ class RandomInitTest(absltest.TestCase):
         # average against pre-training tokens has three points (random init, the checkpoint, the final model).
         checkpoint = str(self.run / "checkpoint-3")
         extended = [*base[:5], checkpoint, *base[5:]]  # --models RUN random_init:RUN CHECKPOINT --tasks ...
+        extended += ["--launcher", "accelerate launch"]  # these runs under accelerate, as users launch them
         fourth = subprocess.run(extended, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(fourth.returncode, 0, fourth.stdout + fourth.stderr)
         trials = json.loads((out / STATE_FILE).read_text())["trials"]
         self.assertLen(trials, 12)
         self.assertEqual({t["params"]["model_name_or_path"] for t in trials[8:]}, {checkpoint})
+        self.assertIn("accelerate launch", (out / "logs" / "trial-009.log").read_text().splitlines()[0])
         summary = json.loads((out / suite.RESULTS_JSON).read_text())
         tokens = [summary["per_model"][m]["pretraining_tokens"] for m in summary["models"]]
         self.assertEqual(tokens[1], 0)
