@@ -188,30 +188,30 @@ class RandomInitTest(absltest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.run = SCRATCH.path() / "pt"
+        cls.pretrained = SCRATCH.path() / "pt"
         code, output = run_script_here(pre_train_t5.main, [
             "--train_files", str(corpus_slice(SCRATCH.path(), lines=2000)), "--vocab_size", "500",
             "--model_config", "tiny", "--input_length", "64", "--per_device_train_batch_size", "8",
             "--max_steps", "6", "--save_steps", "3", "--eval_strategy", "no", "--disable_tqdm", "True",
-            "--report_to", "none", "--output_dir", str(cls.run),
+            "--report_to", "none", "--output_dir", str(cls.pretrained),
         ])  # fmt: skip
         assert code == 0, output
 
     def test_the_prefix_means_random_init(self):
-        args = ModelArguments(model_name_or_path=f"random_init:{self.run}")
-        self.assertEqual((args.model_name_or_path, args.random_init), (str(self.run), True))
+        args = ModelArguments(model_name_or_path=f"random_init:{self.pretrained}")
+        self.assertEqual((args.model_name_or_path, args.random_init), (str(self.pretrained), True))
         with self.assertRaisesRegex(UsageError, "--random_init takes the architecture"):
             ModelArguments(random_init=True)
         with self.assertRaisesRegex(UsageError, "drop --vocab_size to use its own tokenizer"):
-            ModelArguments(model_name_or_path=f"random_init:{self.run}", vocab_size=500)
+            ModelArguments(model_name_or_path=f"random_init:{self.pretrained}", vocab_size=500)
 
     def test_same_architecture_fresh_weights_seeded(self):
-        tokenizer = load_tokenizer(str(self.run))
-        trained = load_model(ModelArguments(model_name_or_path=str(self.run)), tokenizer, default_dropout=None)
+        tokenizer = load_tokenizer(str(self.pretrained))
+        trained = load_model(ModelArguments(model_name_or_path=str(self.pretrained)), tokenizer, default_dropout=None)
 
         def fresh(seed: int):
             torch.manual_seed(seed)
-            return load_model(ModelArguments(model_name_or_path=f"random_init:{self.run}"), tokenizer, 0.1)
+            return load_model(ModelArguments(model_name_or_path=f"random_init:{self.pretrained}"), tokenizer, 0.1)
 
         a, b, c = fresh(0), fresh(0), fresh(1)
         self.assertEqual(a.config.d_model, trained.config.d_model)
@@ -227,7 +227,7 @@ class RandomInitTest(absltest.TestCase):
 
     def test_suite_end_to_end_interrupted_and_resumed(self):
         out = SCRATCH.path() / "suite"
-        base = [sys.executable, str(REPO / "finetune_suite.py"), "--models", str(self.run), f"random_init:{self.run}",
+        base = [sys.executable, str(REPO / "finetune_suite.py"), "--models", str(self.pretrained), f"random_init:{self.pretrained}",
                 "--tasks", RTE, CB, "--seeds", "0", "1", "--config", str(REPO / "configs" / "finetune_cpu.yaml"),
                 "--suite_dir", str(out), "--poll_s", "0.2"]  # fmt: skip
         for item in (f"data_dir={SHARED_DATA}", "max_steps=6", "save_steps=3", "max_train_samples=64",
@@ -264,7 +264,7 @@ class RandomInitTest(absltest.TestCase):
         # The report, recomputed here from the runs' own all_results.json files.
         summary = json.loads((out / suite.RESULTS_JSON).read_text())
         self.assertEqual((summary["runs_finished"], summary["runs_expected"]), (8, 8))
-        for model in (str(self.run), f"random_init:{self.run}"):
+        for model in (str(self.pretrained), f"random_init:{self.pretrained}"):
             averages = []
             for seed in (0, 1):
                 scores = []
@@ -275,9 +275,9 @@ class RandomInitTest(absltest.TestCase):
                     scores.append(np.mean([results[f"eval_{m}"] for m in metrics]))
                 averages.append(np.mean(scores))
             self.assertAlmostEqual(summary["per_model"][model]["average"]["mean"], np.mean(averages), places=9)
-        self.assertEqual(summary["per_model"][f"random_init:{self.run}"]["pretraining_tokens"], 0)
-        self.assertGreater(summary["per_model"][str(self.run)]["pretraining_tokens"], 0)
-        self.assertIn(str(self.run), summary["versus_baseline"])
+        self.assertEqual(summary["per_model"][f"random_init:{self.pretrained}"]["pretraining_tokens"], 0)
+        self.assertGreater(summary["per_model"][str(self.pretrained)]["pretraining_tokens"], 0)
+        self.assertIn(str(self.pretrained), summary["versus_baseline"])
         table = (out / suite.RESULTS_MD).read_text()
         self.assertIn("| random_init:", table)
         self.assertGreater((out / suite.RESULTS_PNG).stat().st_size, 0)
@@ -300,7 +300,7 @@ class RandomInitTest(absltest.TestCase):
 
         # One more model, a checkpoint of the same pre-training run: only its 4 runs are added, and the curve of the
         # average against pre-training tokens has three points (random init, the checkpoint, the final model).
-        checkpoint = str(self.run / "checkpoint-3")
+        checkpoint = str(self.pretrained / "checkpoint-3")
         extended = [*base[:5], checkpoint, *base[5:]]  # --models RUN random_init:RUN CHECKPOINT --tasks ...
         extended += ["--launcher", "accelerate launch"]  # these runs under accelerate, as users launch them
         fourth = subprocess.run(extended, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
