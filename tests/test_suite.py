@@ -2,8 +2,8 @@
 
 End to end: a tiny model pre-trained here, against its random init, on the real GLUE RTE and SuperGLUE CB files, two
 seeds each (8 `fine_tune_t5.py` runs), interrupted by a SIGTERM in the first run and resumed; a third start runs
-nothing again, and the tables are recomputed from the runs' all_results.json files. The statistics are checked
-against values worked out by hand.
+nothing again, the tables are recomputed from the runs' all_results.json files, and a checkpoint added as a third
+model runs only its own 4 runs. The statistics are checked against values worked out by hand.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pre_train_t5
 from t5kit import suite
 from t5kit.args import ModelArguments, UsageError
 from t5kit.modeling import load_model
-from t5kit.sweep import EXIT_PREEMPTED, STATE_FILE, SweepError
+from t5kit.sweep import EXIT_PREEMPTED, STATE_FILE, SweepError, build_command
 from t5kit.tokenizer import load_tokenizer
 from t5kit.tracking import read_wandb_run
 from tests.helpers import REPO, SHARED_DATA, ModuleScratch, corpus_slice, run_script_here
@@ -156,6 +156,16 @@ class SpecTest(parameterized.TestCase):
     def test_mistakes(self, overrides, pattern):
         with self.assertRaisesRegex(SweepError, pattern):
             suite.build_spec(self.opts(**overrides))
+
+    def test_launchers(self):
+        """The suite's runs go through the sweep runner's launchers (their runs are tested in test_sweep.py)."""
+        spec = suite.build_spec(self.opts())
+        sweep = suite.sweep_config(spec)
+        args = ["--seed=0"]
+        command = build_command(sweep, "accelerate launch", suite.PROGRAM, args)
+        self.assertEqual(Path(command[0]).name, "accelerate")
+        self.assertEqual(command[1:], ["launch", str(suite.PROGRAM), *args])
+        self.assertEqual(build_command(sweep, "python", suite.PROGRAM, args), [sys.executable, str(suite.PROGRAM), *args])
 
     def test_a_folder_without_config_is_refused(self):
         folder = self.create_tempdir().full_path
@@ -302,13 +312,11 @@ class RandomInitTest(absltest.TestCase):
         # average against pre-training tokens has three points (random init, the checkpoint, the final model).
         checkpoint = str(self.pretrained / "checkpoint-3")
         extended = [*base[:5], checkpoint, *base[5:]]  # --models RUN random_init:RUN CHECKPOINT --tasks ...
-        extended += ["--launcher", "accelerate launch"]  # these runs under accelerate, as users launch them
         fourth = subprocess.run(extended, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(fourth.returncode, 0, fourth.stdout + fourth.stderr)
         trials = json.loads((out / STATE_FILE).read_text())["trials"]
         self.assertLen(trials, 12)
         self.assertEqual({t["params"]["model_name_or_path"] for t in trials[8:]}, {checkpoint})
-        self.assertIn("accelerate launch", (out / "logs" / "trial-009.log").read_text().splitlines()[0])
         summary = json.loads((out / suite.RESULTS_JSON).read_text())
         tokens = [summary["per_model"][m]["pretraining_tokens"] for m in summary["models"]]
         self.assertEqual(tokens[1], 0)
