@@ -135,6 +135,14 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
     restore_callback_states_from_checkpoint: bool = field(
         default=True, metadata={"help": "On resume, restore callback state (the early-stopping counter) too."}
     )
+    rms_scaled_updates: bool = field(
+        default=False,
+        metadata={
+            "help": "AdamW with each tensor's step scaled by its root mean square (t5kit.optim.AdamWScale: "
+            "Adafactor's scale_parameter, nanoT5's AdamWScale); pair it with a learning rate near 1e-2. "
+            "Replaces --optim; not with --deepspeed."
+        },
+    )
     skip_nonfinite_steps: int = field(
         default=0,
         metadata={
@@ -155,6 +163,8 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
             )
         if self.skip_nonfinite_steps < 0:
             raise UsageError(f"--skip_nonfinite_steps must be >= 0, got {self.skip_nonfinite_steps}")
+        if self.rms_scaled_updates and self.deepspeed:
+            raise UsageError("--rms_scaled_updates is not supported with --deepspeed (its config owns the optimizer)")
         if self.skip_nonfinite_steps and self.deepspeed:
             raise UsageError("--skip_nonfinite_steps is not supported with --deepspeed (its engine owns the update)")
         if self.hub_token:

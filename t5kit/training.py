@@ -26,6 +26,7 @@ from data_collators import LABEL_PAD_ID
 from t5kit import fault_tolerance as ft
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
 from t5kit.loss import token_cross_entropy
+from t5kit.optim import AdamWScale
 from t5kit.tracking import append_metrics_log, configure_trackers
 
 logger = logging.getLogger("t5kit")
@@ -202,6 +203,12 @@ class T5Trainer(Seq2SeqTrainer):
     # Fault tolerance (t5kit.fault_tolerance): atomic checkpoints, pre-emption, NaN/inf steps, resumable data order.
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.args.rms_scaled_updates and self.optimizer_cls_and_kwargs is None:
+            # The Trainer still builds the parameter groups (weight decay, frozen weights) and the schedule.
+            self.optimizer_cls_and_kwargs = (AdamWScale, {
+                "lr": self.args.learning_rate, "betas": (self.args.adam_beta1, self.args.adam_beta2),
+                "eps": self.args.adam_epsilon,
+            })  # fmt: skip
         warn_if_fsdp_ignored(self.accelerator.distributed_type)
         self.fault_tolerance = ft.FaultToleranceCallback(self)
         self.add_callback(self.fault_tolerance)
