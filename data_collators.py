@@ -85,6 +85,31 @@ def compute_input_and_target_lengths(
     return raw_length, lengths(raw_length)[1]
 
 
+def check_span_corruption_lengths(
+    input_length: int, target_length: int | None, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int]:
+    """(raw length, noise spans) of a block whose corrupted input fills `input_length`; a ValueError where the
+    input is too short to corrupt (input_length < 10 at T5's 0.15 / 3.0) or `target_length` (None: the one
+    compute_input_and_target_lengths gives, which the scripts use) cannot hold the targets."""
+    raw_length, computed_target = compute_input_and_target_lengths(input_length, noise_density, mean_noise_span_length)
+    target_length = computed_target if target_length is None else target_length
+    num_noise, num_spans = _noise_counts(raw_length, noise_density, mean_noise_span_length)
+    needed_inputs = raw_length - num_noise + num_spans + 1
+    needed_targets = num_noise + num_spans + 1
+    if needed_inputs > input_length:  # Only reachable for tiny input_length (num_spans clipped to 1).
+        raise ValueError(
+            f"input_length={input_length} is too small for span corruption: raw length {raw_length} corrupts to "
+            f"{needed_inputs} tokens"
+        )
+    if target_length < needed_targets:
+        raise ValueError(
+            f"target_length={target_length} is too small: input_length={input_length} with "
+            f"noise_density={noise_density}, mean_noise_span_length={mean_noise_span_length} "
+            f"needs target_length >= {needed_targets} (raw length {raw_length})"
+        )
+    return raw_length, num_spans
+
+
 _SHIFT30, _SHIFT27, _SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
@@ -297,23 +322,9 @@ class T5DataCollator:
     _examples_seen: int = dataclasses.field(init=False, default=0, repr=False)
 
     def __post_init__(self):
-        self.raw_length, _ = compute_input_and_target_lengths(
-            self.input_length, self.noise_density, self.mean_noise_span_length
+        self.raw_length, num_spans = check_span_corruption_lengths(
+            self.input_length, self.target_length, self.noise_density, self.mean_noise_span_length
         )
-        num_noise, num_spans = _noise_counts(self.raw_length, self.noise_density, self.mean_noise_span_length)
-        needed_inputs = self.raw_length - num_noise + num_spans + 1
-        needed_targets = num_noise + num_spans + 1
-        if needed_inputs > self.input_length:  # Only reachable for tiny input_length (num_spans clipped to 1).
-            raise ValueError(
-                f"input_length={self.input_length} is too small: raw length {self.raw_length} corrupts to "
-                f"{needed_inputs} tokens"
-            )
-        if self.target_length < needed_targets:
-            raise ValueError(
-                f"target_length={self.target_length} is too small: input_length={self.input_length} with "
-                f"noise_density={self.noise_density}, mean_noise_span_length={self.mean_noise_span_length} "
-                f"needs target_length >= {needed_targets} (raw length {self.raw_length})"
-            )
         self.sentinel_ids = self._lookup_sentinels(num_spans)
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id

@@ -26,6 +26,7 @@ from pathlib import Path
 import fine_tune_t5
 import pre_train_t5
 from t5kit.args import RANDOM_INIT_PREFIX
+from t5kit.training import RunComplete
 
 DEMO_MODULES = ("math", "statistics", "random", "logging", "shutil", "os.path", "base64", "itertools")
 MIN_DOC_CHARS = 40  # skip one-word docstrings
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.perf_counter()
     pt_dir = out / "pretrain"
-    pretrain = pre_train_t5.main([
+    pretrain = run_or_reuse(pre_train_t5.main, pt_dir, [
         "--train_files", str(data / "python_help_topics.txt"), "--vocab_size", "2000",
         "--model_config", args.model_config, "--input_length", "128", "--per_device_train_batch_size", "16",
         "--max_steps", str(args.pretrain_steps), "--learning_rate", "2e-3", "--logging_steps", "25",
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ])  # fmt: skip
 
     def finetune(model: str, folder: Path) -> dict:
-        return fine_tune_t5.main([
+        return run_or_reuse(fine_tune_t5.main, folder, [
             "--model_name_or_path", model, "--benchmark", "custom", "--prefix", "module:",
             "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl"),
             "--do_train", "--do_eval", "--num_train_epochs", str(args.finetune_epochs), "--learning_rate", "1e-3",
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"\n== demo done in {minutes:.1f} min ==\n"
         f"pre-training  ({pt_dir}): eval loss {pretrain.get('eval_loss', nan):.3f}, "
-        f"span-token accuracy {100 * pretrain.get('eval_span_accuracy', nan):.1f}%\n"
+        f"span-token accuracy {pretrain.get('eval_span_accuracy', nan):.1f}%\n"
         f"fine-tuning, which-module accuracy on {len(examples) - cut} docstrings "
         f"(majority-class baseline {chance:.1f}%):\n"
         f"  pre-trained  ({ft_dir}): {finetune_results.get('eval_accuracy', nan):.1f}% "
@@ -131,6 +132,15 @@ def main(argv: list[str] | None = None) -> dict:
         f"predictions: {ft_dir / 'predictions'}"
     )
     return {"pretrain": pretrain, "finetune": finetune_results, "random_init": control}
+
+
+def run_or_reuse(main, folder: Path, argv: list[str]) -> dict:
+    """A stage's results: run it, or, when its folder holds the finished run already, read them from there."""
+    try:
+        return main(argv)
+    except RunComplete as done:
+        print(done)
+        return json.loads((folder / "all_results.json").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

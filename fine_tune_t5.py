@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,19 +459,70 @@ def write_predictions(out: Path, spec: TaskSpec, split: str, dataset, prediction
     return path
 
 
-def results_table(spec: TaskSpec, per_split: dict[str, dict[str, float]]) -> str:
-    """A markdown table of one task's evaluated splits and metrics (0-100)."""
+INVALID_LABEL = "(no label word)"
+
+
+def label_report(spec: TaskSpec, targets: list[str], predictions: list[str]) -> dict[str, Any] | None:
+    """For a classification split: the majority class and its accuracy (what predicting it always scores), and the
+    share of each predicted label (%); None for other tasks. SST-2 targets positive, positive, negative predicted
+    as positive, positive, "maybe": majority positive at 66.7, predicted {positive: 66.7, (no label word): 33.3}.
+    """
+    if spec.label_words is None or not targets:
+        return None
+    words = list(spec.label_words)
+    gold = Counter(targets)
+    predicted = Counter(p.strip() if p.strip() in words else INVALID_LABEL for p in predictions)
+    majority, count = gold.most_common(1)[0]
+    return {
+        "majority_class": majority,
+        "majority_baseline": 100.0 * count / len(targets),
+        "predicted_labels": {w: 100.0 * predicted[w] / len(predictions) for w in [*words, INVALID_LABEL] if predicted[w]},
+    }
+
+
+def describe_labels(split: str, report: dict[str, Any]) -> str:
+    shares = ", ".join(f"{word} {share:.1f}%" for word, share in report["predicted_labels"].items())
+    line = (f"{split}: predicted labels {shares}; always predicting the majority class "
+            f"({report['majority_class']}) scores accuracy {report['majority_baseline']:.1f}")  # fmt: skip
+    if len(report["predicted_labels"]) == 1:
+        only = next(iter(report["predicted_labels"]))
+        line += f". **Warning: every prediction is {only!r}: the model ignores its input.**"
+    return line
+
+
+def results_table(spec: TaskSpec, per_split: dict[str, dict[str, float]],
+                  labels: dict[str, dict[str, Any]] | None = None) -> str:
+    """A markdown table of one task's evaluated splits and metrics (0-100), and for classification the predicted
+    labels against the majority-class baseline."""
     names = list(spec.metrics) + ["invalid_rate"]
     lines = [f"| {spec.full_name} split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for split, metrics in per_split.items():
         lines.append(f"| {split} | " + " | ".join(f"{metrics.get(n, float('nan')):.2f}" for n in names) + " |")
-    return "\n".join(lines)
+    notes = [describe_labels(split, report) for split, report in (labels or {}).items()]
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else []))
+
+
+def describe_scored_model(trainer: T5Trainer) -> str:
+    """Which weights the final evaluation scored, and why."""
+    state, args = trainer.state, trainer.args
+    best = state.best_model_checkpoint
+    if not (args.load_best_model_at_end and best):
+        return f"Scored model: the final weights (step {state.global_step})."
+    key = args.metric_for_best_model
+    evaluations = sum(key in row for row in state.log_history)
+    return (f"Scored model: {Path(best).name}, restored at the end of training (step {state.global_step}) as the "
+            f"best of {evaluations} evaluations by {key} = {state.best_metric:.2f} (a tie goes to the lower eval "
+            "loss).")  # fmt: skip
 
 
 def write_results_table(out: Path, per_task: list[tuple[TaskSpec, dict[str, dict[str, float]]]],
-                        average: float | None = None) -> str:
+                        average: float | None = None, labels: dict[str, dict[str, dict]] | None = None,
+                        scored: str = "") -> str:
     """One table per task (and the mixture average), also written to results.md."""
-    table = "\n\n".join(results_table(spec, per_split) for spec, per_split in per_task)
+    labels = labels or {}
+    table = "\n\n".join(results_table(spec, per_split, labels.get(spec.full_name)) for spec, per_split in per_task)
+    if scored:
+        table = f"{scored}\n\n{table}"
     if average is not None:
         scores = ", ".join(f"{spec.full_name} {np.mean([task_score(spec, m) for m in splits.values()]):.2f}"
                            for spec, splits in per_task if spec.metrics and splits)  # fmt: skip
@@ -480,9 +532,11 @@ def write_results_table(out: Path, per_task: list[tuple[TaskSpec, dict[str, dict
     return table
 
 
-def plot_eval_metric(log_history: list[dict], key: str, path: Path) -> None:
+def plot_eval_metric(log_history: list[dict], key: str, path: Path, final: tuple[int, float, str] | None = None) -> None:
+    """The metric at each evaluation during training (`log_history`), and apart from them the final evaluation
+    (`final`: the step of the weights it scored, the value, a label), which may be of a restored checkpoint."""
     points = [(row["step"], row[key]) for row in log_history if key in row]
-    if not points:
+    if not points and final is None:
         return
     import matplotlib
 
@@ -490,11 +544,15 @@ def plot_eval_metric(log_history: list[dict], key: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    steps, values = zip(*points)
-    ax.plot(steps, values, marker="o")
+    if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="o", label="during training")
+    if final is not None:
+        ax.plot([final[0]], [final[1]], marker="*", markersize=14, linestyle="none", color="tab:red", label=final[2])
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -538,7 +596,7 @@ def build_training_mixture(tasks, train_sets, data_args, train_args):
         rates = mixing_rates(sizes, data_args.mixing_rate_cap, data_args.mixing_temperature)
     except ValueError as err:
         raise UsageError(f"{err} (--max_train_samples?)") from None
-    counts = mixture_counts(sizes, rates)
+    counts = mixture_counts(sizes, rates, data_args.max_mixture_samples)
     seed = train_args.data_seed if train_args.data_seed is not None else train_args.seed
     train = build_mixture(train_sets, names, counts, seed, TRAIN_COLUMNS)
     table = format_rates_table(names, sizes, rates, counts, data_args.mixing_rate_cap, data_args.mixing_temperature)
@@ -548,6 +606,7 @@ def build_training_mixture(tasks, train_sets, data_args, train_args):
         "mixture_rows_per_epoch": dict(zip(names, counts)),
         "mixing_rate_cap": data_args.mixing_rate_cap,
         "mixing_temperature": data_args.mixing_temperature,
+        "max_mixture_samples": data_args.max_mixture_samples,
     }
     return train, table, record
 
@@ -605,8 +664,11 @@ def main(argv: list[str] | None = None) -> dict:
         "truncated: %d inputs (> %d tokens), %d targets (> %d tokens)",
         truncation.sources_truncated, data_args.max_source_length, truncation.targets_truncated, target_len,
     )  # fmt: skip
-    model.generation_config.max_length = target_len + 1  # decoder start token + the longest target (EOS included)
-    model.generation_config.num_beams = train_args.num_beams
+    # Generation limits for this task's evaluation only: the saved model keeps its own generation_config, so that
+    # it is not capped at this task's label length when used for another task.
+    if train_args.generation_max_length is None:
+        train_args.generation_max_length = target_len + 1  # decoder start token + the longest target (EOS included)
+    train_args.generation_num_beams = train_args.num_beams
     if is_main_process():
         logger.info("model:\n%s", format_parameter_summary(model))
         print(f"{parameter_efficient.method_of(model, pe_args)}: {parameter_efficient.describe(model)}")
@@ -617,6 +679,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sources_truncated": truncation.sources_truncated,
         "targets_truncated": truncation.targets_truncated,
         "parameter_efficient": parameter_efficient.method_of(model, pe_args),
+        "generation_max_length": train_args.generation_max_length,  # used in evaluation, not saved with the model
     }
     train = None
     if train_args.do_train:  # a single task is a mixture of one: rate 1, every row once, in file order
@@ -658,11 +721,24 @@ def main(argv: list[str] | None = None) -> dict:
     results = train_and_save(trainer, tokenizer, resume, extra_results=extra, final_eval=False)
 
     per_task: dict[str, tuple[TaskSpec, dict[str, dict[str, float]]]] = {t.full_name: (t, {}) for t in tasks}
+    labels: dict[str, dict[str, dict]] = {}
+    history_during_training = list(trainer.state.log_history)
+    scored = describe_scored_model(trainer)
+    if train_args.do_train:
+        best = trainer.state.best_model_checkpoint if train_args.load_best_model_at_end else None
+        results["scored_checkpoint"] = Path(best).name if best else f"final (step {trainer.state.global_step})"
     if all_sets:
         metrics, per_set = trainer.evaluate_sets(all_sets)
         results.update(metrics)
         for s, (set_metrics, predictions) in zip(all_sets, per_set):
             per_task[s.task.full_name][1][s.split] = set_metrics
+            report = label_report(s.task, list(s.dataset["target"]), predictions)
+            if report is not None:
+                labels.setdefault(s.task.full_name, {})[s.split] = report
+                results[f"{s.prefix}_majority_baseline"] = report["majority_baseline"]
+                results[f"{s.prefix}_predicted_labels"] = report["predicted_labels"]
+                if len(report["predicted_labels"]) == 1:
+                    logger.warning("%s %s: %s", s.task.full_name, s.split, describe_labels(s.split, report))
             if trainer.is_world_process_zero():
                 write_predictions(out, s.task, s.split, s.dataset, predictions)
     for t in tasks:
@@ -683,11 +759,17 @@ def main(argv: list[str] | None = None) -> dict:
         save_results(trainer, results)
         evaluated = [(t, per_split) for t, per_split in per_task.values() if per_split]
         if evaluated:
-            table = write_results_table(out, evaluated, results.get(f"eval_{AVERAGE}") if mixture else None)
+            table = write_results_table(out, evaluated, results.get(f"eval_{AVERAGE}") if mixture else None, labels,
+                                        scored if train_args.do_train else "")  # fmt: skip
             print(f"\n{table}")
         score_key = f"eval_{AVERAGE}" if mixture else (spec.metric_to_optimize and f"eval_{spec.metric_to_optimize}")
         if score_key:
-            plot_eval_metric(trainer.state.log_history, score_key, out / "metrics.png")
+            final = None
+            if score_key in results:
+                best = trainer.state.best_model_checkpoint if train_args.load_best_model_at_end else None
+                step = trainer.state.best_global_step if best else trainer.state.global_step
+                final = (step, results[score_key], f"final evaluation ({Path(best).name if best else 'final weights'})")
+            plot_eval_metric(history_during_training, score_key, out / "metrics.png", final)
         if pe_args.merge_lora:  # last: merges the adapter into the model in place
             merged = parameter_efficient.save_merged(trainer.accelerator.unwrap_model(trainer.model), out, tokenizer)
             print(f"merged LoRA model: {merged.resolve()}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_collators import T5DataCollator, compute_input_and_target_lengths
-from t5kit.args import ModelArguments, T5TrainingArguments, is_main_process, parse_args
+from t5kit.args import ModelArguments, T5TrainingArguments, UsageError, is_main_process, parse_args
 from t5kit.corpus import (
     CorpusReport,
     EpochIndexedBlocks,
@@ -56,6 +56,8 @@ class PretrainingArguments(T5TrainingArguments):
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
+    if data_args.streaming and train_args.max_steps <= 0:
+        raise UsageError("--streaming needs --max_steps: a stream has no length to count epochs by")
     resume = start_run(
         train_args,
         run_name=f"pretrain-{Path(train_args.output_dir).name}",

@@ -46,6 +46,7 @@ from typing import Any, Iterator, Sequence
 import datasets
 
 from constants import INVALID, LOCAL_FLATTENERS, UNLABELED, TaskSpec, read_path
+from t5kit.hub import load_hub_dataset
 
 UTF8_BOM = b"\xef\xbb\xbf"  # MRPC train/dev start with one (from msr_paraphrase_*.txt)
 CUSTOM_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
@@ -356,7 +357,9 @@ def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
         return _read_local_split(spec, split, data_dir, flag="--data_dir")
     if spec.hub_path is None:
         raise ValueError(f"task {spec.full_name} has no hub source; pass --data_dir")
-    dataset = datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)
+    dataset = load_hub_dataset(spec.hub_path, spec.hub_config, split, local_hint=(
+        f"pass --data_dir with the {spec.benchmark.upper()} files for {spec.full_name}, or --benchmark custom with "
+        "--train_file/--validation_file"))
     empty = {c: sum(v == "" for v in dataset[c]) for _, c in spec.input_fields
              if c in dataset.column_names and c not in spec.list_input_columns}
     return dataset, LoadReport(source=f"hub {spec.hub_path} {spec.hub_config} {split}",

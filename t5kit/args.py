@@ -143,6 +143,13 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
             "Replaces --optim; not with --deepspeed."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an --output_dir that holds another run's outputs, deleting its checkpoints, "
+            "results, metrics log and trained tokenizer first (without it, such a folder is refused)."
+        },
+    )
     skip_nonfinite_steps: int = field(
         default=0,
         metadata={
@@ -161,6 +168,15 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
                 "--fp16 is refused: T5's activations overflow in float16 and the loss turns NaN. "
                 "Use --bf16 (the default where supported) or fp32 (--bf16 False)."
             )
+        if os.environ.get("ACCELERATE_MIXED_PRECISION", "").lower() == "fp16":
+            raise UsageError(
+                "the launcher asks for fp16 (ACCELERATE_MIXED_PRECISION=fp16, set by `accelerate config` answered "
+                "FP16 or by the environment), which is refused: T5's activations overflow in float16. Answer bf16 "
+                "(or no) in `accelerate config`, or unset ACCELERATE_MIXED_PRECISION."
+            )
+        if self.max_steps == 0:
+            raise UsageError("--max_steps 0 trains nothing: give a number of steps, or -1 (the default) to train "
+                             "for --num_train_epochs")  # fmt: skip
         if self.skip_nonfinite_steps < 0:
             raise UsageError(f"--skip_nonfinite_steps must be >= 0, got {self.skip_nonfinite_steps}")
         if self.rms_scaled_updates and self.deepspeed:
@@ -179,6 +195,54 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
         if isinstance(self.report_to, str) and "," in self.report_to:
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         super().__post_init__()
+
+
+def yaml_line_of(text: str, node_path: tuple[str, ...]) -> int | None:
+    """1-based line of a key in a YAML text (("parameters", "learning_rate")), or None."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in node_path:
+        if not isinstance(node, yaml.MappingNode):
+            return line
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            return line
+    return line
+
+
+def _check_config_values(parser, values: dict[str, Any], path: str) -> dict[str, Any]:
+    """Each config value converted by its flag's own type, as the command line would convert it; a value of the
+    wrong type (`max_steps: 2.5`, `max_steps: ten`) or outside the flag's choices is a UsageError naming the file,
+    line and key. Parser defaults skip argparse's conversion, so without this they would reach the Trainer as is."""
+    text = Path(path).read_text(encoding="utf-8")
+    checked = dict(values)
+    for action in parser._actions:
+        value = values.get(action.dest)
+        if value is None or action.type is None or isinstance(value, dict):
+            continue  # a mapping (a JSON-valued flag such as --lr_scheduler_kwargs): the Trainer checks it
+        if isinstance(value, list) and action.nargs not in ("+", "*"):
+            continue
+        items = value if isinstance(value, list) else [value]
+        try:
+            converted = [action.type(str(item)) for item in items]
+        except Exception:  # argparse type functions raise ValueError, TypeError or ArgumentTypeError
+            converted = None
+        bad = converted is None or (action.choices is not None and any(c not in action.choices for c in converted))
+        if bad:
+            line = yaml_line_of(text, (action.dest,)) if not path.endswith(".json") else None
+            where = f"{path}:{line}" if line else path
+            kinds = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}
+            expected = (f"one of {', '.join(map(str, action.choices))}" if action.choices is not None
+                        else kinds.get(getattr(action.type, "__name__", ""), "a valid value"))  # fmt: skip
+            raise UsageError(f"{where}: {action.dest}: {value!r} is not {expected} (as the --{action.dest} flag takes)")
+        checked[action.dest] = converted if isinstance(value, list) else converted[0]
+    return checked
 
 
 def _read_config_file(path: str, known_fields: set[str]) -> dict[str, Any]:
@@ -205,6 +269,18 @@ def _read_config_file(path: str, known_fields: set[str]) -> dict[str, Any]:
     return values
 
 
+def _with_aliases(argv: list[str]) -> list[str]:
+    """`--lr_scheduler_type warmuplinear` (or `=warmuplinear`) -> transformers' name, before argparse checks choices."""
+    flag = "--lr_scheduler_type"
+    out = list(argv)
+    for i, token in enumerate(out):
+        if token.startswith(flag + "=") and token[len(flag) + 1 :] in LR_SCHEDULER_ALIASES:
+            out[i] = f"{flag}={LR_SCHEDULER_ALIASES[token[len(flag) + 1 :]]}"
+        elif token == flag and i + 1 < len(out) and out[i + 1] in LR_SCHEDULER_ALIASES:
+            out[i + 1] = LR_SCHEDULER_ALIASES[out[i + 1]]
+    return out
+
+
 def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parses argv (default sys.argv[1:]) into the given dataclasses; supports `--config FILE` and a lone FILE."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -219,8 +295,12 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
             raise UsageError(f"{CONFIG_FLAG} needs a file path")
         config_path = argv[at + 1]
         argv = argv[:at] + argv[at + 2 :]
+    argv = _with_aliases(argv)
     if config_path is not None:
         values = _read_config_file(config_path, known)
+        if "lr_scheduler_type" in values:
+            values["lr_scheduler_type"] = LR_SCHEDULER_ALIASES.get(values["lr_scheduler_type"], values["lr_scheduler_type"])
+        values = _check_config_values(parser, values, config_path)
         # Config values become the parser's defaults, so the command line still overrides them.
         for action in parser._actions:
             if action.dest in values:

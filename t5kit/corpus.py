@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow.compute
 import torch
 
+from data_collators import check_span_corruption_lengths
 from t5kit.args import UsageError
+from t5kit.hub import load_hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,20 @@ class PretrainDataArguments:
             raise UsageError(f"--mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")
         if not 0 <= self.validation_split_percentage < 100:
             raise UsageError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
+        if not self._corruptible(self.input_length):  # checked before the corpus is read and the model built
+            shortest = next((n for n in range(self.input_length + 1, 4096) if self._corruptible(n)), None)
+            raise UsageError(
+                f"--input_length {self.input_length} is too short for span corruption with --noise_density "
+                f"{self.noise_density} and --mean_noise_span_length {self.mean_noise_span_length}"
+                + (f"; the shortest that works is {shortest}" if shortest else "")
+            )
+
+    def _corruptible(self, input_length: int) -> bool:
+        try:
+            check_span_corruption_lengths(input_length, None, self.noise_density, self.mean_noise_span_length)
+        except ValueError:
+            return False
+        return True
 
 
 @dataclass
@@ -188,9 +204,8 @@ def _check_files(paths: list[str]) -> list[str]:
 def load_documents(args: PretrainDataArguments) -> datasets.Dataset | datasets.IterableDataset:
     """Returns a dataset with one `text` column, one row per document (empty documents not yet removed)."""
     if args.dataset_name:
-        ds = datasets.load_dataset(
-            args.dataset_name, args.dataset_config_name, split=args.dataset_split, streaming=args.streaming
-        )
+        ds = load_hub_dataset(args.dataset_name, args.dataset_config_name, args.dataset_split,
+                              "give the corpus as files with --train_files", streaming=args.streaming)  # fmt: skip
         return _select_text_column(ds, args.text_column, f"--dataset_name {args.dataset_name}")
     files = _check_files(args.train_files)
     saved = [f for f in files if Path(f).is_dir()]

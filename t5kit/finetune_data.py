@@ -68,7 +68,17 @@ class FineTuneDataArguments:
     max_target_length: int | None = field(
         default=None, metadata={"help": "Target truncation length. Default: the longest label word, or 128 for text."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training examples."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Use the first N training examples of each task. In a mixture the rates are computed after "
+                          "this cap, so capping large tasks moves them towards uniform mixing; --max_mixture_samples "
+                          "keeps the rates."},
+    )
+    max_mixture_samples: int | None = field(
+        default=None,
+        metadata={"help": "Mixtures: at most N training rows per epoch in all, drawn at the mixing rates of the full "
+                          "tasks (examples-proportional stays proportional)."},
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N examples of each eval split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N test examples."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
@@ -83,6 +93,10 @@ class FineTuneDataArguments:
     )
 
     def __post_init__(self):
+        for name in ("max_train_samples", "max_mixture_samples", "max_eval_samples", "max_predict_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name} must be >= 1, got {value}")
         if self.mixing_rate_cap < 0:
             raise UsageError(f"--mixing_rate_cap must be >= 0 (0: no cap), got {self.mixing_rate_cap}")
         if not self.mixing_temperature > 0:

@@ -14,7 +14,9 @@ after --max_train_samples and after one row per gold answer for ReCoRD-style rec
 T5 samples an endless stream (``tf.data.experimental.sample_from_datasets``) and trains by steps. A Trainer epoch
 needs a finite data set, so the mixture is built once per run as one ``datasets.Dataset``:
 
-- Epoch length: ``sum_i n_i``, the examples the tasks hold together, redistributed by the rates. Task i gets
+- Epoch length: ``sum_i n_i``, the examples the tasks hold together, redistributed by the rates (at most
+  --max_mixture_samples rows: a smaller mixture at the same rates; --max_train_samples instead caps every task
+  before the rates are computed, which moves them towards uniform mixing). Task i gets
   ``c_i`` rows, ``c_i = L * rate_i`` rounded by largest remainder (ties to the earlier task), so the counts sum
   to L and match the rates to within one example. With proportional mixing and a cap that does not bind,
   ``c_i = n_i``: one epoch is one pass over every task. A task whose ``c_i > n_i`` is repeated (every row
@@ -71,9 +73,10 @@ def mixing_rates(sizes: Sequence[int], maximum: int | None = None, temperature: 
     return [r / total for r in raw]
 
 
-def mixture_counts(sizes: Sequence[int], rates: Sequence[float]) -> list[int]:
-    """Rows per task in one epoch: L = sum(sizes) split by `rates` with the largest-remainder method."""
-    length = int(sum(sizes))
+def mixture_counts(sizes: Sequence[int], rates: Sequence[float], max_rows: int | None = None) -> list[int]:
+    """Rows per task in one epoch: L = sum(sizes), or `max_rows` if smaller (--max_mixture_samples), split by
+    `rates` with the largest-remainder method. The rates stay those of the full tasks."""
+    length = int(sum(sizes)) if not max_rows else min(int(sum(sizes)), int(max_rows))
     exact = [length * r for r in rates]
     counts = [math.floor(x) for x in exact]
     order = sorted(range(len(rates)), key=lambda i: (-(exact[i] - counts[i]), i))

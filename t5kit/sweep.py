@@ -51,6 +51,7 @@ from typing import Any
 
 import yaml
 
+from t5kit.args import yaml_line_of
 from t5kit.tracking import METRICS_LOG, read_metrics_log
 
 STATE_FILE = "sweep_state.json"
@@ -86,21 +87,7 @@ class TrialPreempted(Exception):
 
 def _line_of(path: Path, node_path: tuple[str, ...], text: str) -> int | None:
     """1-based line of a key in the YAML (("parameters", "learning_rate")), or None."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for key in node_path:
-        if not isinstance(node, yaml.MappingNode):
-            return line
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                line, node = k.start_mark.line + 1, v
-                break
-        else:
-            return line
-    return line
+    return yaml_line_of(text, node_path)
 
 
 def load_sweep(path: Path) -> dict:
@@ -204,9 +191,13 @@ def check_parameters(sweep: dict, sweep_file: Path, flags: set[str], program: Pa
             line = _line_of(sweep_file, ("parameters", str(name)), text) or 1
             raise SweepError(f"{sweep_file}:{line}: parameter {name!r} is not a flag of {program.name} "
                              f"(`python {program.name} --help` lists them)")  # fmt: skip
+    searched = {name for name, spec in sweep["parameters"].items() if "value" not in spec}
     for name in extra:
         if name not in flags:
             raise SweepError(f"--set {name}=...: {name!r} is not a flag of {program.name}")
+        if name in searched:
+            raise SweepError(f"--set {name}=...: {name!r} is searched by {sweep_file}; drop it from --set or fix "
+                             "its value in the YAML (`value:`)")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -263,10 +254,20 @@ def sweep_engine_config(sweep: dict) -> dict:
     return json.loads(json.dumps({k: sweep[k] for k in keys if k in sweep}))
 
 
+# Flags whose value is a secret, and the environment variable that carries it to a trial instead of its command
+# line (huggingface_hub reads HF_TOKEN, as `--hub_token` itself ends up doing): never in a log or a record.
+SECRET_FLAGS = {"hub_token": "HF_TOKEN"}
+
+
 def fingerprint_of(sweep: dict, extra: dict) -> dict:
-    """What a sweep folder must keep to be resumed: the search, the command, the program and the --set values."""
+    """What a sweep folder must keep to be resumed: the search, the command, the program and the --set values
+    (a secret one as its SHA-256, so that sweep_state.json never holds it)."""
+    import hashlib
+
+    shown = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest() if k in SECRET_FLAGS else v
+             for k, v in extra.items()}  # fmt: skip
     return {"sweep": sweep_engine_config(sweep), "command": sweep["command"], "program": sweep["program"],
-            "set": extra}  # fmt: skip
+            "set": shown}  # fmt: skip
 
 
 def _sweeps():
@@ -480,23 +481,30 @@ class Runner:
 
     def run_trial(self, trial: dict) -> None:
         out = self.dir / "trials" / trial["name"]
-        params = {**trial["params"], **self.extra, "output_dir": str(out)}
+        searched = self.searched()
+        # The trial's flags: the YAML's fixed values, then --set, then the proposal (searched names cannot be --set).
+        fixed = {k: v for k, v in trial["params"].items() if k not in searched}
+        params = {**fixed, **self.extra, **{k: trial["params"][k] for k in searched if k in trial["params"]},
+                  "output_dir": str(out)}  # fmt: skip
         if trial["attempts"] > 0:
             if "resume_from_checkpoint" in self.flags:
                 params["resume_from_checkpoint"] = "latest"
             else:
                 shutil.rmtree(out, ignore_errors=True)
+        env = dict(os.environ)
+        for name in [k for k in params if k in SECRET_FLAGS]:
+            env[SECRET_FLAGS[name]] = str(params.pop(name))
         trial["attempts"] += 1
-        trial.update(state="running", output_dir=str(out), history=[], metric=None)
-        self.save_state()
         args = [format_arg(k, v) for k, v in params.items()]
         command = build_command(self.sweep, self.opts.launcher, self.program, args)
+        trial.update(state="running", output_dir=str(out), history=[], metric=None, flags=params,
+                     command=shlex.join(command))  # fmt: skip
+        self.save_state()
         log_path = self.dir / "logs" / f"{trial['name']}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         number = int(trial["name"].split("-")[-1])
         print(f"[sweep] {trial['name']} ({number}/{self.opts.count}) {describe(trial['params'], self.searched())}",
               flush=True)  # fmt: skip
-        env = dict(os.environ)
         env.setdefault("WANDB_DIR", str(out))  # a W&B run folder per trial (offline runs stay with the trial)
         env["T5_SWEEP_TRIAL"] = trial["name"]
         start = time.time()
@@ -597,6 +605,11 @@ def best_trial(trials: list[dict], goal: str) -> dict | None:
     return pick(scored, key=lambda t: t["metric"])
 
 
+def trial_flags(trial: dict) -> dict:
+    """The flags a trial ran with (recorded when it started; its proposed parameters for a trial never started)."""
+    return trial.get("flags") or trial["params"]
+
+
 def write_results(
     folder: Path, trials: list[dict], sweep: dict, metric_name: str, goal: str, rank: bool = True
 ) -> None:
@@ -627,15 +640,23 @@ def write_results(
                      f"({describe(best['params'], searched)}), run folder {best.get('output_dir')}")  # fmt: skip
     elif rank:
         lines.append("Best: none yet (no trial logged the metric)")
+    flags = [trial_flags(t) for t in trials]
+    names = [n for n in dict.fromkeys(k for f in flags for k in f) if n not in (*searched, "output_dir")]
+    same = {n: flags[0].get(n) for n in names if flags and all(n in f and f[n] == flags[0][n] for f in flags)}
+    if same:
+        lines += ["", "Flags of every trial (the YAML's fixed values and --set): "
+                  + ", ".join(f"`--{n}={v}`" for n, v in same.items())]  # fmt: skip
+    commands = [(t["name"], t["command"]) for t in trials if t.get("command")]
+    if commands:
+        lines += ["", "Commands:", ""] + [f"- {name}: `{command}`" for name, command in commands]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with (folder / "results.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        fixed = [n for n in sweep["parameters"] if n not in searched]
-        writer.writerow([*header, "best", *fixed])
-        for t, row in zip(trials, rows):
+        writer.writerow([*header, "best", *names, "command"])
+        for t, row, f in zip(trials, rows, flags):
             is_best = best is not None and t["name"] == best["name"]
-            writer.writerow([*row, is_best, *(t["params"].get(n) for n in fixed)])
+            writer.writerow([*row, is_best, *(f.get(n, "") for n in names), t.get("command", "")])
     plot_results(folder / "results.png", trials, sweep, searched, metric_name, best)
 
 

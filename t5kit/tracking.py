@@ -170,6 +170,22 @@ def append_metrics_log(output_dir: str, row: dict) -> None:
         handle.write(json.dumps(row, default=float) + "\n")
 
 
+def truncate_metrics_log(output_dir: str | Path, keep: int) -> int:
+    """Keeps the first `keep` rows of <output_dir>/metrics.jsonl (one row per log_history entry: a checkpoint's
+    log_history length), so that a run resumed from that checkpoint does not log its later rows twice; returns
+    how many rows went (a torn last line counts)."""
+    path = Path(output_dir) / METRICS_LOG
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) <= keep:
+        return 0
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(lines[:keep]), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(lines) - keep
+
+
 def read_metrics_log(path: Path) -> list[dict]:
     """The rows of a metrics.jsonl; after a resume (the step goes back) the interrupted attempt's later rows go.
 

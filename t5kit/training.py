@@ -6,9 +6,12 @@ and output-related lives here once.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -27,12 +30,18 @@ from t5kit import fault_tolerance as ft
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
 from t5kit.loss import token_cross_entropy
 from t5kit.optim import AdamWScale
-from t5kit.tracking import append_metrics_log, configure_trackers
+from t5kit.tracking import append_metrics_log, configure_trackers, flags_config, truncate_metrics_log
 
 logger = logging.getLogger("t5kit")
 
 LATEST = "latest"
 EXIT_USAGE = 2  # exit status for user mistakes (argparse's convention)
+ARGS_FILE = "args.yaml"  # every flag of the run, readable by --config
+RESULTS_FILE = "all_results.json"
+
+
+class RunComplete(Exception):
+    """`--resume_from_checkpoint latest` on a run that has finished: nothing is trained or written (exit 0)."""
 
 
 def setup_logging(args: T5TrainingArguments) -> None:
@@ -59,6 +68,8 @@ def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = 
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         code = EXIT_USAGE
+    except RunComplete as done:
+        print(str(done), flush=True)
     except ft.Preempted as err:
         print(f"pre-empted: {err}", file=sys.stderr)
         code = ft.EXIT_PREEMPTED
@@ -132,9 +143,39 @@ def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_
     # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
     transformers.set_seed(args.seed)
     check_launch(args)
+    for group in flag_groups:
+        source = getattr(group, "model_name_or_path", None)
+        if source and Path(source).is_dir() and Path(source).resolve() == Path(args.output_dir).resolve():
+            raise UsageError(
+                f"--output_dir {args.output_dir} is the folder --model_name_or_path reads its model from: the run "
+                "would replace that model. Choose another --output_dir."
+            )
     resume = prepare_output_dir(args)
+    if is_main_process():
+        write_args_file(args, flag_groups)
     configure_trackers(args, run_name, group, flag_groups)
     return resume
+
+
+def write_args_file(args: T5TrainingArguments, flag_groups: tuple = ()) -> Path:
+    """<output_dir>/args.yaml: every flag of every group, as parsed (config file and command line merged), in the
+    form `--config` reads, so `--config runs/X/args.yaml` runs the same run again. Secrets (`*_token`) are left out.
+    """
+    import yaml
+
+    config = {key: value for key, value in flags_config(args, flag_groups).items() if not key.endswith("_token")}
+    sections = [(type(group).__name__, [f.name for f in dataclasses.fields(group)]) for group in flag_groups]
+    sections.append((type(args).__name__, [key for key in config if not any(key in names for _, names in sections)]))
+    lines = [f"# Every flag of this run: python {Path(sys.argv[0]).name} --config {ARGS_FILE} reruns it."]
+    for title, names in sections:
+        values = {name: config[name] for name in names if name in config}
+        if values:
+            lines += ["", f"# {title}", yaml.safe_dump(values, sort_keys=False, allow_unicode=True).rstrip()]
+    path = Path(args.output_dir) / ARGS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def prepare_output_dir(args: T5TrainingArguments) -> str | None:
@@ -153,19 +194,89 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
     last = str(complete[-1]) if complete else None
     resume = args.resume_from_checkpoint
     if resume == LATEST:
+        finished = finished_run(out, args)
+        if finished:
+            raise RunComplete(f"{out}: already complete ({finished}); nothing to do, the run folder is unchanged")
         if last is None:
             logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting from scratch", out)
-        return last
+            if is_main_process():
+                truncate_metrics_log(out, 0)  # what an attempt without a checkpoint logged is logged again
+            return None
+        resume = last
+    elif resume and not (Path(resume) / ft.TRAINER_STATE).is_file():
+        raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder (or an incomplete one)")
     if resume:
-        if not (Path(resume) / ft.TRAINER_STATE).is_file():
-            raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder (or an incomplete one)")
+        announce_resume(args, Path(resume))
         return resume
-    if last is not None:
+    held = run_outputs(out)
+    if held and args.overwrite_output_dir:
+        if is_main_process():
+            logger.warning("--overwrite_output_dir: deleting the earlier run's %s in %s", ", ".join(held), out)
+            for name in held:
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        return None
+    if held:
         raise UsageError(
-            f"--output_dir {out} already holds {Path(last).name}; pass --resume_from_checkpoint latest to continue, "
-            "or choose another --output_dir"
+            f"--output_dir {out} holds another run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}); pass "
+            "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose another "
+            "--output_dir"
         )
     return None
+
+
+# What a run writes into its folder; a new run refuses a folder holding any of them (t5kit.training.prepare_output_dir).
+RUN_OUTPUTS = (RESULTS_FILE, ft.TRAINER_STATE, "metrics.jsonl", "model.safetensors", "adapter_model.safetensors",
+               ARGS_FILE, "tokenizer", "predictions", "submission")  # fmt: skip
+
+
+def run_outputs(out: Path) -> list[str]:
+    """The names of an earlier run's outputs in `out`: its checkpoints and RUN_OUTPUTS."""
+    names = [p.name for p in ft.complete_checkpoints(out)] + [n for n in RUN_OUTPUTS if (out / n).exists()]
+    return names
+
+
+def _read_state(folder: Path) -> dict:
+    try:
+        return json.loads((folder / ft.TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def finished_run(out: Path, args: T5TrainingArguments) -> str | None:
+    """Why the run in `out` counts as finished for these flags (None if it does not): its final results and state
+    are there, and the flags ask for no more steps or epochs than it ran (a larger --max_steps continues it)."""
+    if not (out / RESULTS_FILE).is_file():
+        return None
+    state = _read_state(out)
+    if not state:
+        return None
+    if asks_for_more(args, state):
+        return None
+    return f"step {state.get('global_step', 0)} of {state.get('max_steps', 0)}, {RESULTS_FILE} written"
+
+
+def asks_for_more(args: T5TrainingArguments, state: dict) -> bool:
+    """Whether the flags ask for steps beyond the saved `state`: unfinished, or a larger --max_steps or epochs."""
+    steps, planned = state.get("global_step", 0), state.get("max_steps", 0)
+    if steps < planned:
+        return True
+    if args.max_steps > 0:
+        return args.max_steps > steps
+    return args.num_train_epochs > state.get("num_train_epochs", 0)
+
+
+def announce_resume(args: T5TrainingArguments, checkpoint: Path) -> None:
+    """One line naming the checkpoint and step resumed from; metrics.jsonl loses the rows logged after it."""
+    state = _read_state(checkpoint)
+    step = state.get("global_step", 0)
+    total = args.max_steps if args.max_steps > 0 else state.get("max_steps", "?")
+    if is_main_process():
+        dropped = truncate_metrics_log(args.output_dir, len(state.get("log_history", [])))
+        logger.info(
+            "resuming from %s (step %d of %s)%s", checkpoint.name, step, total,
+            f"; {dropped} metrics.jsonl row(s) logged after it removed (they are logged again)" if dropped else "",
+        )  # fmt: skip
 
 
 def warn_if_fsdp_ignored(distributed_type) -> None:
@@ -194,6 +305,20 @@ def column_lengths(dataset, length_column: str = "length") -> list[int] | None:
     return lengths.to_numpy().astype(np.int64).tolist()
 
 
+def tied_aliases(model, missing: set[str]) -> set[str]:
+    """The names in `missing` that share their tensor with a parameter that was loaded (tied weights)."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(param.data_ptr(), []).append(name)
+    return {
+        name
+        for names in groups.values()
+        if len(names) > 1 and any(other not in missing for other in names)
+        for name in names
+        if name in missing
+    }
+
+
 class T5Trainer(Seq2SeqTrainer):
     """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl."""
 
@@ -216,6 +341,29 @@ class T5Trainer(Seq2SeqTrainer):
     def train(self, *args, **kwargs):
         with ft.preemption_signals():
             return super().train(*args, **kwargs)
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
+        """The Trainer's choice of the best checkpoint, with a tie on the metric going to the lower eval loss (the
+        Trainer keeps the earliest of equal scores, however much worse its loss)."""
+        before = (self.state.best_metric, self.state.best_global_step)
+        if super()._determine_best_metric(metrics, trial):
+            return True
+        key = self.args.metric_for_best_model or ""
+        key = key if key.startswith("eval_") else f"eval_{key}"
+        if before[0] is None or key == "eval_loss" or "eval_loss" not in metrics or metrics.get(key) != before[0]:
+            return False
+        best_loss = next((row["eval_loss"] for row in self.state.log_history
+                          if row.get("step") == before[1] and "eval_loss" in row), None)  # fmt: skip
+        if best_loss is None or metrics["eval_loss"] >= best_loss:
+            return False
+        self.state.best_global_step = self.state.global_step
+        return True
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # A checkpoint holds one copy of tied weights (the shared embedding); their other names are not missing.
+        expected = tied_aliases(self.accelerator.unwrap_model(self.model), set(load_result.missing_keys))
+        missing = [key for key in load_result.missing_keys if key not in expected]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def _save_checkpoint(self, model, trial) -> None:
         ft.save_checkpoint(self, trial)
@@ -388,8 +536,16 @@ def train_and_save(
     if trainer.train_dataset is not None:
         if resume_checkpoint:
             ft.check_checkpoint_shape(trainer.model, resume_checkpoint)
-        train_output = trainer.train(resume_from_checkpoint=resume_checkpoint)
-        results.update(train_output.metrics)
+        if resume_checkpoint and not trainer.is_deepspeed_enabled and not asks_for_more(args, _read_state(Path(resume_checkpoint))):
+            # The Trainer would train one step past the end; the run was stopped after its last checkpoint.
+            logger.info("%s is the run's last step: nothing left to train", Path(resume_checkpoint).name)
+            trainer._load_from_checkpoint(resume_checkpoint)
+            trainer.state = transformers.TrainerState.load_from_json(str(Path(resume_checkpoint) / ft.TRAINER_STATE))
+            if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
+                trainer._load_best_model()
+            results["train_metrics"] = f"not measured: training ended at {Path(resume_checkpoint).name}"
+        else:
+            results.update(trainer.train(resume_from_checkpoint=resume_checkpoint).metrics)
         results["nonfinite_steps_skipped"] = trainer.fault_tolerance.nonfinite_steps_skipped
         agree = parameters_agree_across_processes(trainer)
         if agree is not None:
@@ -452,7 +608,7 @@ def _jsonable(values: dict) -> dict:
 
 
 def token_accuracy_metrics() -> tuple[Callable, Callable]:
-    """(preprocess_logits_for_metrics, compute_metrics) for teacher-forced token accuracy on label positions."""
+    """(preprocess_logits_for_metrics, compute_metrics) for teacher-forced token accuracy on label positions (%)."""
 
     def preprocess(logits, labels):
         if isinstance(logits, tuple):
@@ -463,6 +619,6 @@ def token_accuracy_metrics() -> tuple[Callable, Callable]:
         predictions, labels = eval_pred.predictions, eval_pred.label_ids
         mask = labels != LABEL_PAD_ID
         correct = (predictions == labels) & mask
-        return {"span_accuracy": float(correct.sum() / max(mask.sum(), 1))}
+        return {"span_accuracy": 100.0 * float(correct.sum() / max(mask.sum(), 1))}  # percent, as every metric
 
     return preprocess, compute

@@ -50,6 +50,21 @@ CATALOGUE = [
     ("output_dir_not_writable", "pretrain", r"--output_dir .*a_file/out: not writable \(Not a directory\)"),
     ("resume_other_model_shape", "pretrain",
      r"--resume_from_checkpoint .*checkpoint-1: .*another shape \(d_model 64 vs 32.*checkpoint vs this run"),
+    ("output_dir_holds_another_run", "pretrain",
+     r"--output_dir .*out holds another run \(all_results\.json, .*\); pass --resume_from_checkpoint latest to "
+     r"continue it, --overwrite_output_dir to replace it, or choose another --output_dir"),
+    ("finetune_into_the_model_folder", "finetune",
+     r"--output_dir .*out is the folder --model_name_or_path reads its model from: the run would replace that model"),
+    ("tokenizer_of_another_vocab_size", "pretrain",
+     r"out/tokenizer holds a tokenizer of 300 tokens from an earlier run, but --vocab_size is 400"),
+    ("max_steps_zero", "pretrain", r"--max_steps 0 trains nothing"),
+    ("fp16_from_the_launcher", "pretrain", r"the launcher asks for fp16 \(ACCELERATE_MIXED_PRECISION=fp16"),
+    ("input_length_too_short", "pretrain", r"--input_length 3 is too short for span corruption with --noise_density "
+                                           r"0\.15 and --mean_noise_span_length 3\.0; the shortest that works is 10"),
+    ("config_wrong_type", "pretrain", r"cfg\.yaml:2: max_steps: 2\.5 is not an integer \(as the --max_steps flag"),
+    ("config_not_a_number", "pretrain", r"cfg\.yaml:1: learning_rate: 'fast' is not a number"),
+    ("config_not_a_choice", "finetune", r"cfg\.yaml:1: lr_scheduler_type: 'cosinus' is not one of linear, cosine"),
+    ("streaming_without_max_steps", "pretrain", r"--streaming needs --max_steps"),
     ("disk_full_during_save", "pretrain",
      r"saving checkpoint-4 to .* failed at step 4: No space left on device \(--output_dir\); "
      r"the previous checkpoint checkpoint-2 is intact"),
@@ -146,6 +161,48 @@ class BadInputTest(parameterized.TestCase):
         arch = self.write("arch.json", json.dumps({"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
                                                    "num_layers": 1, "num_decoder_layers": 1}))  # fmt: skip
         return [*argv, "--model_config", arch, "--max_steps", "2", "--resume_from_checkpoint", "latest", *self.out]
+
+    def case_output_dir_holds_another_run(self):
+        argv = ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "1", "--save_strategy", "no"]
+        pre_train_t5.main([*argv, *self.out])  # a finished run with no checkpoint
+        return [*argv, *self.out]
+
+    def case_finetune_into_the_model_folder(self):
+        pre_train_t5.main(["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "1", *self.out])
+        return ["--model_name_or_path", str(self.tmp / "out"), "--benchmark", "glue", "--dataset_name", "sst2",
+                "--do_train", "--report_to", "none", *self.out]  # fmt: skip
+
+    def case_tokenizer_of_another_vocab_size(self):
+        train_tokenizer([line for line in self.corpus.read_text(encoding="utf-8").splitlines() if line.strip()],
+                        vocab_size=300, output_dir=self.tmp / "out" / "tokenizer")  # left by a run killed early
+        return ["--train_files", str(self.corpus), "--vocab_size", "400", *PRETRAIN, "--resume_from_checkpoint",
+                "latest", *self.out]  # fmt: skip
+
+    def case_max_steps_zero(self):
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--max_steps", "0", *self.out]
+
+    def case_fp16_from_the_launcher(self):
+        self.enter_context(mock.patch.dict(os.environ, {"ACCELERATE_MIXED_PRECISION": "fp16"}))
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, *self.out]
+
+    def case_input_length_too_short(self):
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--input_length", "3", *self.out]
+
+    def case_config_wrong_type(self):
+        config = self.write("cfg.yaml", "learning_rate: 0.001\nmax_steps: 2.5\n")
+        return ["--train_files", str(self.corpus), *self.tok, "--config", config, *self.out]
+
+    def case_config_not_a_number(self):
+        config = self.write("cfg.yaml", "learning_rate: fast\n")
+        return ["--train_files", str(self.corpus), *self.tok, "--config", config, *self.out]
+
+    def case_config_not_a_choice(self):
+        config = self.write("cfg.yaml", "lr_scheduler_type: cosinus\n")
+        return ["--benchmark", "glue", "--dataset_name", "sst2", "--do_train", *FINETUNE, "--config", config,
+                *self.out]  # fmt: skip
+
+    def case_streaming_without_max_steps(self):
+        return ["--train_files", str(self.corpus), *self.tok, "--model_config", "tiny", "--streaming", *self.out]
 
     def case_disk_full_during_save(self):
         original = T5Trainer._save_rng_state

@@ -140,14 +140,14 @@ def recompute_metric(task: str, rows: list[dict]) -> float:
     return 100.0 * matthews_corrcoef(gold, predicted)
 
 
-def greedy_decode(model, tokenizer, text: str) -> tuple[str, float]:
+def greedy_decode(model, tokenizer, text: str, max_length: int) -> tuple[str, float]:
     """Greedy decoding of one input, written out step by step; also the smallest top-1 vs top-2 logit margin seen
     (a near tie may decode either way under batching)."""
     encoder_inputs = tokenizer(text, return_tensors="pt")
     decoded = [model.config.decoder_start_token_id]
     margin = float("inf")
     with torch.no_grad():
-        for _ in range(model.generation_config.max_length - 1):
+        for _ in range(max_length - 1):
             logits = model(**encoder_inputs, decoder_input_ids=torch.tensor([decoded])).logits[0, -1]
             top = torch.topk(logits, 2)
             margin = min(margin, (top.values[0] - top.values[1]).item())
@@ -165,7 +165,7 @@ def mismatched_greedy_outputs(model_dir: Path, rows: list[dict]) -> tuple[list[t
     near_tie = NEAR_TIE[read_results(model_dir)["precision"]]
     mismatched, compared = [], 0
     for row in rows:
-        text, margin = greedy_decode(model, tokenizer, row["input"])
+        text, margin = greedy_decode(model, tokenizer, row["input"], read_results(model_dir)["generation_max_length"])
         if margin > near_tie:
             compared += 1
             if text != row["prediction"]:

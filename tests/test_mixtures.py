@@ -290,6 +290,22 @@ class MixtureEndToEndTest(parameterized.TestCase):
             self.assertLessEqual(abs(head - 100 * rate), 2)
         self.assertEqual(sorted(set(train["task"])), sorted(TRAIN_ROWS))
 
+    def test_max_mixture_samples_caps_the_epoch_and_keeps_the_rates(self):
+        run_dir = SCRATCH.path() / "mixture-capped"
+        argv = [a if a != str(SCRATCH.path() / "mixture-T2") else str(run_dir) for a in
+                mixture_argv(2.0, SCRATCH.path() / "mixture-T2")]  # fmt: skip
+        fine_tune_t5.main([*argv, "--mixing_temperature", "1", "--mixing_rate_cap", "0", "--max_mixture_samples", "70"])
+        results = json.loads((run_dir / "all_results.json").read_text())
+        # 700 rows at examples-proportional rates 4:2:1, scaled down to 70: 40, 20, 10
+        self.assertEqual(results["mixture_rows_per_epoch"], {"glue/sst2": 40, "glue/cola": 20, "glue/rte": 10})
+        self.assertEqual(results["max_mixture_samples"], 70)
+        # --max_train_samples 10 instead caps each task first: the mixture becomes uniform
+        uniform = SCRATCH.path() / "mixture-per-task-cap"
+        argv = [a if a != str(run_dir) else str(uniform) for a in argv]
+        fine_tune_t5.main([*argv, "--mixing_temperature", "1", "--mixing_rate_cap", "0", "--max_train_samples", "10"])
+        results = json.loads((uniform / "all_results.json").read_text())
+        self.assertEqual(results["mixture_rows_per_epoch"], {"glue/sst2": 10, "glue/cola": 10, "glue/rte": 10})
+
     def test_per_task_metrics_and_the_average(self):
         run_dir, results, printed, _ = mixture_run(1.0)
         self.assertEqual(results["task"], "glue/sst2,glue/cola,glue/rte")

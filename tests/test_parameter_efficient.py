@@ -261,7 +261,7 @@ class PromptTuningTest(absltest.TestCase):
             decoded, margin = [model.config.decoder_start_token_id], float("inf")
             with torch.no_grad():
                 encoded = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-                for _ in range(model.generation_config.max_length - 1):
+                for _ in range(json.loads((self.out / "all_results.json").read_text())["generation_max_length"] - 1):
                     logits = model(encoder_outputs=(encoded,), attention_mask=mask,
                                    decoder_input_ids=torch.tensor([decoded])).logits[0, -1]  # fmt: skip
                     top = torch.topk(logits, 2)

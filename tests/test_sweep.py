@@ -8,6 +8,7 @@ mistakes in the sweep file) are checked with a stand-in program that logs a metr
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from tests.helpers import REPO, SHARED_DATA
 
 # Logs eval_loss = quality + 1/i at evaluation i to metrics.jsonl, as T5Trainer does, then all_results.json.
 FAKE_PROGRAM = """
-import argparse, json, pathlib, time
+import argparse, json, os, pathlib, time
 p = argparse.ArgumentParser()
 p.add_argument("--output_dir", required=True)
 p.add_argument("--quality", type=float, default=1.0)
@@ -33,9 +34,13 @@ p.add_argument("--sleep", type=float, default=0.05)
 p.add_argument("--fail", default="False")
 p.add_argument("--preempt_once", default="False")
 p.add_argument("--resume_from_checkpoint")
+p.add_argument("--note", default="")
+p.add_argument("--hub_token")
 a = p.parse_args()
 out = pathlib.Path(a.output_dir)
 out.mkdir(parents=True, exist_ok=True)
+(out / "received.json").write_text(json.dumps({"note": a.note, "hub_token_flag": a.hub_token is not None,
+                                               "HF_TOKEN": os.environ.get("HF_TOKEN") == "hf_sweep_secret_91"}))
 if a.fail == "True":
     raise SystemExit("boom: asked to fail")
 if a.preempt_once == "True" and not (out / "preempted").exists():
@@ -101,6 +106,40 @@ class RunnerMechanicsTest(absltest.TestCase):
         rows = (out / "results.csv").read_text().splitlines()
         self.assertLen(rows, 3)
         self.assertTrue((out / "results.png").stat().st_size > 0)
+
+    def test_results_record_each_trials_flags_and_command_but_no_secret(self):
+        secret = "hf_sweep_secret_91"
+        config = self.sweep(parameters={"quality": {"values": [0.1, 0.2]}, "evals": {"value": 2},
+                                        "output_dir": {"value": "ignored"}})  # fmt: skip
+        code, out = self.run_sweep(config, "--count", "2", "--set", "note=from-set", "--set", f"hub_token={secret}")
+        self.assertEqual(code, 0)
+        trials = json.loads((out / "sweep_state.json").read_text())["trials"]
+        received = json.loads((Path(trials[0]["output_dir"]) / "received.json").read_text())
+        # --set reached the trial; the secret came through the environment, not the command line
+        self.assertEqual(received, {"note": "from-set", "hub_token_flag": False, "HF_TOKEN": True})
+        self.assertEqual(trials[1]["flags"], {"evals": 2, "note": "from-set", "quality": 0.2,
+                                              "output_dir": trials[1]["output_dir"]})  # fmt: skip
+        with (out / "results.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        header = next(iter(csv.reader((out / "results.csv").open())))
+        self.assertEqual(header.count("output_dir"), 1)
+        self.assertEqual([r["quality"] for r in rows], ["0.1", "0.2"])
+        self.assertEqual([r["note"] for r in rows], ["from-set", "from-set"])  # a --set-only flag has its column
+        self.assertEqual([r["evals"] for r in rows], ["2", "2"])
+        self.assertIn("--note=from-set", rows[0]["command"])
+        self.assertIn(f"--output_dir={trials[0]['output_dir']}", rows[0]["command"])
+        table = (out / "results.md").read_text()
+        self.assertIn("`--note=from-set`", table)
+        self.assertIn(f"- trial-002: `{trials[1]['command']}`", table)
+        for path in out.rglob("*"):
+            if path.is_file():
+                self.assertNotIn(secret.encode(), path.read_bytes(), path)
+
+    def test_set_cannot_override_a_searched_parameter(self):
+        path = write_yaml(self.tmp / "c.yaml", self.sweep())
+        argv = [str(path), "--sweep_dir", str(self.tmp / "c-out"), "--set", "quality=3"]
+        with self.assertRaisesRegex(sweep_lib.SweepError, "'quality' is searched by"):
+            sweep_lib.Runner(sweep_lib.build_parser().parse_args(argv))
 
     def test_preempted_trial_stops_the_runner_and_resumes(self):
         # Each trial exits 75 (pre-empted after a checkpoint) on its first attempt.
@@ -239,6 +278,22 @@ class RealSweepTest(absltest.TestCase):
         self.assertIn(f"best: {best['name']}", result.stdout)
         self.assertLen((out / "results.csv").read_text().splitlines(), 4)
         self.assertTrue((out / "results.png").stat().st_size > 0)
+
+        # The runner is killed after trial-003 has finished but before it recorded that: the next start runs the
+        # trial again with --resume_from_checkpoint latest, which finds the run complete and changes nothing.
+        state = json.loads(state_path.read_text())
+        state["trials"][2]["state"] = "running"
+        state_path.write_text(json.dumps(state))
+        run = Path(trials[2]["output_dir"])
+        before = {name: (run / name).read_bytes() for name in ("all_results.json", "model.safetensors")}
+        checkpoints = sorted(p.name for p in run.glob("checkpoint-*"))
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("already complete", (out / "logs" / "trial-003.log").read_text())
+        self.assertEqual({name: (run / name).read_bytes() for name in before}, before)
+        self.assertEqual(sorted(p.name for p in run.glob("checkpoint-*")), checkpoints)
+        rerun = json.loads(state_path.read_text())["trials"][2]
+        self.assertEqual((rerun["state"], rerun["metric"]), ("finished", trials[2]["metric"]))
 
 
 class CommandTest(absltest.TestCase):
