@@ -49,6 +49,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from metrics import (BINARY_METRICS, GROUP_METRICS, INVALID, METRICS, PERCENT, SCORE_METRICS,
                      TEXT_METRICS, replace_invalid_scores)
 
@@ -91,9 +93,12 @@ class Regression:
                              f"INVALID ({INVALID})")
 
     def format(self, value: float) -> str:
-        """3.79 -> "3.8"; 2.5 -> "2.4" (half to even, as tf.round)."""
-        rounded = round(value * self.steps_per_unit) / self.steps_per_unit
-        return f"{rounded:.{self.decimals}f}"
+        """3.79 -> "3.8"; 2.5 -> "2.4" (half to even, as tf.round). Computed in float32, as T5 computes on the
+        float32 label: 0.1 and 3.1 give "0.0" and "3.2" whether `value` is the float32 of the hub's features
+        (0.10000000149...) or the float64 of a file's text, where float64 arithmetic would give "0.2" and "3.0"."""
+        steps = np.float32(self.steps_per_unit)
+        rounded = np.round(np.float32(value) * steps) / steps  # numpy rounds half to even, as tf.round
+        return f"{float(rounded):.{self.decimals}f}"
 
     def contains(self, value: float) -> bool:
         """False for values outside [low, high] and for NaN."""

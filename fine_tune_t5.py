@@ -56,6 +56,7 @@ from t5kit.finetune_data import (
     DEFAULT_TEXT_TARGET_LENGTH,
     FineTuneDataArguments,
     TruncationReport,
+    check_custom_files,
     load_splits,
     resolve_tasks,
     to_text,
@@ -574,6 +575,11 @@ def resolve_best_metric(train_args: FineTuneArguments, tasks: list[TaskSpec]) ->
                 raise UsageError(f"--metric_for_best_model {key}: a mixture logs {', '.join(known)}")
         return
     missing = [t.full_name for t in tasks if t.metric_to_optimize is None]
+    needs_best = train_args.load_best_model_at_end or train_args.early_stopping_patience is not None or str(
+        train_args.save_strategy) == "best"
+    if missing and not needs_best:  # nothing picks a best checkpoint (a test-only task such as glue/ax)
+        train_args.metric_for_best_model = None
+        return
     if missing:
         raise UsageError(f"task {', '.join(missing)} has no metric to optimise; pass --metric_for_best_model")
     if len(tasks) == 1:
@@ -617,6 +623,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parameter_efficient.validate(pe_args, model_args, train_args)
     tasks = resolve_tasks(data_args, train=train_args.do_train)
+    check_custom_files(data_args, train_args.do_train, train_args.do_eval, train_args.do_predict)
     mixture = len(tasks) > 1
     if train_args.eval_mode == "rank":
         for task in tasks:

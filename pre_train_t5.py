@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
     if data_args.streaming and train_args.max_steps <= 0:
         raise UsageError("--streaming needs --max_steps: a stream has no length to count epochs by")
+    if data_args.streaming and train_args.dataloader_num_workers > 1:
+        raise UsageError(
+            f"--streaming with --dataloader_num_workers {train_args.dataloader_num_workers}: each worker would read "
+            "its own share of the stream and number its blocks from 0, giving different blocks the same span "
+            "masks and a resume skip per worker. Use --dataloader_num_workers 0 or 1."
+        )
     resume = start_run(
         train_args,
         run_name=f"pretrain-{Path(train_args.output_dir).name}",

@@ -298,7 +298,7 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
                     if column == spec.label_column:
                         value = None  # test files carry no labels
                     else:
-                        raise _fail(path, number, f"{where}: {err.args[0]}", flag) from None
+                        raise _fail(path, number, f"{where}{err.args[0]}", flag) from None
                 row[column] = value
             label = row.get(spec.label_column)
             if spec.label_words is not None:
@@ -314,13 +314,13 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
                 row[spec.label_column] = []
             for column in text_columns:
                 if not isinstance(row[column], str):
-                    raise _fail(path, number, f"{where}: field {column!r} holds "
+                    raise _fail(path, number, f"{where}field {column!r} holds "
                                 f"{type(row[column]).__name__}, expected text", flag)
                 empty[column] += row[column] == ""
             idx = raw.get("idx")
             if spec.idx_fields:
                 if not isinstance(idx, dict) or set(idx) != set(spec.idx_fields):
-                    raise _fail(path, number, f"{where}: idx {idx!r} lacks {spec.idx_fields}", flag)
+                    raise _fail(path, number, f"{where}idx {idx!r} lacks {spec.idx_fields}", flag)
             elif idx is None:
                 idx = len(rows)  # files without idx: count data rows from 0
             row["idx"] = idx
@@ -370,7 +370,8 @@ def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
 # User data for --benchmark custom
 
 def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
-    """(line, location text, record) for each record of a jsonl/json/csv/tsv file."""
+    """(line, location prefix for messages, record) for each record of a jsonl/json/csv/tsv file; the prefix is
+    "record i: " for a JSON array and "" where the line number names the place."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in CUSTOM_FORMATS:
         raise _fail(path, None, f"unsupported file type {suffix!r}; use one of "
@@ -386,7 +387,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
             if not isinstance(item, dict):
                 raise _fail(path, None, f"record {i} is {type(item).__name__}, "
                             "expected an object", flag)
-            yield None, f"record {i}", item
+            yield None, f"record {i}: ", item
     elif suffix in (".jsonl", ".json"):
         for number, text in lines:
             if not text.strip():
@@ -398,7 +399,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
             if not isinstance(item, dict):
                 raise _fail(path, number, f"line holds {type(item).__name__}, "
                             "expected an object", flag)
-            yield number, f"line {number}", item
+            yield number, "", item  # the error names the line already
     elif suffix == ".csv":
         # Real CSV quoting applies here (user files quote fields with commas).
         reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)))
@@ -410,7 +411,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
                 if len(row) != len(header):
                     raise _fail(path, reader.line_num, f"expected {len(header)} fields "
                                 f"{header}, found {len(row)}", flag)
-                yield reader.line_num, f"line {reader.line_num}", dict(zip(header, row))
+                yield reader.line_num, "", dict(zip(header, row))
         except csv.Error as e:
             raise _fail(path, reader.line_num, f"invalid CSV: {e}", flag) from None
     else:  # .tsv: no quoting, a quote is text
@@ -422,7 +423,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
             if len(fields) != len(header):
                 raise _fail(path, number, f"expected {len(header)} tab-separated fields "
                             f"{header}, found {len(fields)}", flag)
-            yield number, f"line {number}", dict(zip(header, fields))
+            yield number, "", dict(zip(header, fields))
 
 
 def load_custom_split(path: str, source_column: str = "source",
@@ -455,16 +456,16 @@ def load_custom_split(path: str, source_column: str = "source",
                 if name == "target" and not require_target:
                     values.append([] if answer_list else "")
                     continue
-                raise _fail(path, line, f"{where}: {kind} has no column {column!r}; "
+                raise _fail(path, line, f"{where}{kind} has no column {column!r}; "
                             f"it has {sorted(record)}", flag)
             value = record[column]
             if name == "target" and answer_list:
                 value = [value] if isinstance(value, str) else value
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise _fail(path, line, f"{where}: column {column!r} holds {value!r}, expected "
+                    raise _fail(path, line, f"{where}column {column!r} holds {value!r}, expected "
                                 "a text or a list of texts", flag)
             elif not isinstance(value, str):
-                raise _fail(path, line, f"{where}: column {column!r} holds "
+                raise _fail(path, line, f"{where}column {column!r} holds "
                             f"{type(value).__name__}, expected text", flag)
             values.append(value)
         for name, value in zip(("source", "target"), values):

@@ -184,8 +184,10 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
         if self.skip_nonfinite_steps and self.deepspeed:
             raise UsageError("--skip_nonfinite_steps is not supported with --deepspeed (its engine owns the update)")
         if self.hub_token:
-            # A secret: kept in the environment for huggingface_hub, never in training_args.bin or tracker configs.
+            # A secret: kept in the environment for huggingface_hub, never in training_args.bin or tracker configs,
+            # nor in the process's argv, which W&B records with the run.
             os.environ["HF_TOKEN"] = self.hub_token
+            redact_argv(self.hub_token)
             self.hub_token = None
         if not torch.cuda.is_available():
             self.use_cpu = True
@@ -243,6 +245,13 @@ def _check_config_values(parser, values: dict[str, Any], path: str) -> dict[str,
             raise UsageError(f"{where}: {action.dest}: {value!r} is not {expected} (as the --{action.dest} flag takes)")
         checked[action.dest] = converted if isinstance(value, list) else converted[0]
     return checked
+
+
+def redact_argv(secret: str) -> None:
+    """Replaces `secret` in sys.argv (`--hub_token S`, `--hub_token=S`) by "<redacted>", in place."""
+    for i, item in enumerate(sys.argv):
+        if secret in item:
+            sys.argv[i] = item.replace(secret, "<redacted>")
 
 
 def _read_config_file(path: str, known_fields: set[str]) -> dict[str, Any]:

@@ -117,6 +117,8 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) for each line; non-UTF-8 bytes raise an error naming the file and line."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark is no text (as the fine-tuning reader drops it)
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -153,25 +155,35 @@ def _jsonl_documents(path: Path, text_column: str) -> Iterator[str]:
         if not isinstance(record, dict) or text_column not in record:
             present = ", ".join(record) if isinstance(record, dict) else type(record).__name__
             raise UsageError(f"{path}:{number}: no column {text_column!r} (--text_column); found: {present}")
-        yield str(record[text_column] or "").strip()
+        value = record[text_column]
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{path}:{number}: column {text_column!r} holds a {type(value).__name__}, expected text "
+                             "(--text_column)")  # fmt: skip
+        yield (value or "").strip()  # null: an empty document, skipped and counted
 
 
 def _table_documents(path: Path, text_column: str, delimiter: str) -> Iterator[str]:
+    """Rows of a .csv (CSV quoting: a field may hold commas, quotes and newlines) or a .tsv (no quoting, as GLUE's
+    files and the fine-tuning reader: a quote is text, a field ends at a tab). A blank row is an empty document."""
     import csv
 
-    lines = (line for _, line in _decoded_lines(path))
-    reader = csv.reader(lines, delimiter=delimiter)
-    header = next(reader, None)
+    if delimiter == "\t":
+        numbered = ((number, line.rstrip("\r\n").split("\t")) for number, line in _decoded_lines(path))
+    else:
+        reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter=delimiter)
+        numbered = ((reader.line_num, row) for row in reader)
+    number, header = next(numbered, (0, None))
     if header is None:
         return
     if text_column not in header:
         raise UsageError(f"{path}:1: no column {text_column!r} (--text_column); found: {', '.join(header)}")
     column = header.index(text_column)
-    for row in reader:
+    for number, row in numbered:
+        if row in ([], [""]):
+            yield ""
+            continue
         if len(row) != len(header):
-            raise UsageError(
-                f"{path}:{reader.line_num}: {len(row)} fields, the header has {len(header)} (--train_files)"
-            )
+            raise UsageError(f"{path}:{number}: {len(row)} fields, the header has {len(header)} (--train_files)")
         yield row[column].strip()
 
 

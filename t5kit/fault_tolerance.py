@@ -67,6 +67,34 @@ def complete_checkpoints(folder: Path) -> list[Path]:
     return [path for _, path in sorted(found) if (path / TRAINER_STATE).is_file()]
 
 
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """Why a complete-looking checkpoint cannot be resumed from (its weights file missing or cut short), or None.
+    A safetensors file is checked against its own header: 8 bytes of header length, the JSON header, then the data
+    up to the largest offset it lists. Sharded and DeepSpeed checkpoints are not checked here."""
+    if (checkpoint / "model.safetensors.index.json").is_file() or any(checkpoint.glob("global_step*")):
+        return None
+    weights = [checkpoint / name for name in WEIGHT_FILES if (checkpoint / name).is_file()]
+    if not weights:
+        return f"no weights file ({' or '.join(WEIGHT_FILES)})"
+    for path in weights:
+        size = path.stat().st_size
+        try:
+            with path.open("rb") as handle:
+                length = int.from_bytes(handle.read(8), "little")
+                if length <= 0 or 8 + length > size:
+                    return f"{path.name} is cut short ({size} bytes, header of {length})"
+                header = json.loads(handle.read(length))
+        except (OSError, ValueError) as err:
+            return f"{path.name} is unreadable ({err})"
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + length + end > size:
+            return f"{path.name} is cut short ({size} of {8 + length + end} bytes)"
+    return None
+
+
 def remove_incomplete_checkpoints(folder: Path) -> None:
     """Deletes `tmp-checkpoint-*` folders left by a save that was killed."""
     if not folder.is_dir():

@@ -191,6 +191,20 @@ def task_data_dir(spec: TaskSpec, data_dir: str | None) -> str | None:
     return data_dir
 
 
+def check_custom_files(args: FineTuneDataArguments, train: bool, evaluate: bool, predict: bool) -> None:
+    """--benchmark custom: each split the run uses has its file (checked before any work)."""
+    if args.benchmark != CUSTOM:
+        return
+    for needed, path, flag, why in (
+        (train, args.train_file, "--train_file", "--do_train"),
+        (evaluate, args.validation_file, "--validation_file",
+         "evaluation (--do_eval, or --eval_strategy steps/epoch during training; --eval_strategy no trains without it)"),
+        (predict, args.test_file, "--test_file", "--do_predict"),
+    ):  # fmt: skip
+        if needed and path is None:
+            raise UsageError(f"{why} needs {flag}")
+
+
 def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evaluate: bool, predict: bool) -> Splits:
     """Raw rows for each needed split; file problems become UsageErrors naming file, line and flag."""
     splits = Splits()

@@ -179,7 +179,17 @@ def write_args_file(args: T5TrainingArguments, flag_groups: tuple = ()) -> Path:
 
 
 def prepare_output_dir(args: T5TrainingArguments) -> str | None:
-    """Checks the output dir is writable, resolves `--resume_from_checkpoint latest`; returns the checkpoint."""
+    """Checks the output dir is writable and free for this run, resolves `--resume_from_checkpoint latest`; returns
+    the checkpoint. Under several processes, each one checks before any of them writes into the folder."""
+    resume = _check_output_dir(args)
+    if args.world_size > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+    return resume
+
+
+def _check_output_dir(args: T5TrainingArguments) -> str | None:
     out = Path(args.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -191,8 +201,17 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
     if is_main_process():
         ft.remove_incomplete_checkpoints(out)
     complete = ft.complete_checkpoints(out)
-    last = str(complete[-1]) if complete else None
     resume = args.resume_from_checkpoint
+    last = None
+    for checkpoint in reversed(complete if resume == LATEST else []):
+        damage = ft.checkpoint_damage(checkpoint)
+        if damage is None:
+            last = str(checkpoint)
+            break
+        logger.warning("%s is damaged (%s): skipping it for the checkpoint before it", checkpoint, damage)
+    if resume == LATEST and complete and last is None:
+        raise UsageError(f"--resume_from_checkpoint latest: every checkpoint in {out} is damaged, the newest "
+                         f"{complete[-1]}: {ft.checkpoint_damage(complete[-1])}")  # fmt: skip
     if resume == LATEST:
         finished = finished_run(out, args)
         if finished:
@@ -205,6 +224,8 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
         resume = last
     elif resume and not (Path(resume) / ft.TRAINER_STATE).is_file():
         raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder (or an incomplete one)")
+    elif resume and ft.checkpoint_damage(Path(resume)):
+        raise UsageError(f"--resume_from_checkpoint {resume}: {ft.checkpoint_damage(Path(resume))}")
     if resume:
         announce_resume(args, Path(resume))
         return resume
@@ -226,8 +247,9 @@ def prepare_output_dir(args: T5TrainingArguments) -> str | None:
 
 
 # What a run writes into its folder; a new run refuses a folder holding any of them (t5kit.training.prepare_output_dir).
+# (args.yaml is not one: a run that stopped at a mistake before training leaves only it, and may be run again.)
 RUN_OUTPUTS = (RESULTS_FILE, ft.TRAINER_STATE, "metrics.jsonl", "model.safetensors", "adapter_model.safetensors",
-               ARGS_FILE, "tokenizer", "predictions", "submission")  # fmt: skip
+               "tokenizer", "predictions", "submission")  # fmt: skip
 
 
 def run_outputs(out: Path) -> list[str]:

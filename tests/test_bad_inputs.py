@@ -36,6 +36,8 @@ CATALOGUE = [
     ("malformed_jsonl_corpus", "pretrain", r"docs\.jsonl:2: malformed JSON .*\(--train_files\)"),
     ("malformed_jsonl_task_file", "finetune", r"train\.jsonl line 2: invalid JSON.*\(check --train_file\)"),
     ("missing_column_corpus", "pretrain", r"docs\.jsonl:1: no column 'text' \(--text_column\); found: body"),
+    ("non_string_text_corpus", "pretrain", r"docs\.jsonl:2: column 'text' holds a list, expected text \(--text_column\)"),
+    ("number_as_text_corpus", "pretrain", r"docs\.jsonl:1: column 'text' holds a int, expected text \(--text_column\)"),
     ("missing_column_task_file", "finetune", r"train\.jsonl line 1: .*no column 'source'.*\(check --train_file\)"),
     ("missing_t2t_key", "finetune", r"train\.jsonl line 1: .*'translation' object has no column 't'.*--train_file"),
     ("empty_corpus_file", "pretrain", r"--train_files .*empty\.txt: the file is empty"),
@@ -65,6 +67,11 @@ CATALOGUE = [
     ("config_not_a_number", "pretrain", r"cfg\.yaml:1: learning_rate: 'fast' is not a number"),
     ("config_not_a_choice", "finetune", r"cfg\.yaml:1: lr_scheduler_type: 'cosinus' is not one of linear, cosine"),
     ("streaming_without_max_steps", "pretrain", r"--streaming needs --max_steps"),
+    ("custom_training_without_a_validation_file", "finetune",
+     r"evaluation \(--do_eval, or --eval_strategy steps/epoch during training; --eval_strategy no trains without "
+     r"it\) needs --validation_file"),
+    ("streaming_with_several_workers", "pretrain",
+     r"--streaming with --dataloader_num_workers 2: each worker would .* Use --dataloader_num_workers 0 or 1"),
     ("disk_full_during_save", "pretrain",
      r"saving checkpoint-4 to .* failed at step 4: No space left on device \(--output_dir\); "
      r"the previous checkpoint checkpoint-2 is intact"),
@@ -116,6 +123,12 @@ class BadInputTest(parameterized.TestCase):
 
     def case_missing_column_corpus(self):
         return self.corpus_case("docs.jsonl", '{"body": "hello there"}\n')
+
+    def case_non_string_text_corpus(self):
+        return self.corpus_case("docs.jsonl", '{"text": "fine"}\n{"text": ["a", "b"]}\n')
+
+    def case_number_as_text_corpus(self):
+        return self.corpus_case("docs.jsonl", '{"text": 5}\n')
 
     def case_missing_column_task_file(self):
         return self.task_file_case('{"text": "a", "target": "b"}\n')
@@ -204,6 +217,15 @@ class BadInputTest(parameterized.TestCase):
     def case_streaming_without_max_steps(self):
         return ["--train_files", str(self.corpus), *self.tok, "--model_config", "tiny", "--streaming", *self.out]
 
+    def case_streaming_with_several_workers(self):
+        return ["--train_files", str(self.corpus), *self.tok, *PRETRAIN, "--streaming", "--dataloader_num_workers",
+                "2", *self.out]  # fmt: skip
+
+    def case_custom_training_without_a_validation_file(self):
+        path = self.write("train.jsonl", '{"source": "a", "target": "b"}\n')
+        return ["--benchmark", "custom", "--train_file", path, "--do_train", "--vocab_size", "300", *FINETUNE,
+                *self.out]  # fmt: skip
+
     def case_disk_full_during_save(self):
         original = T5Trainer._save_rng_state
 
@@ -244,6 +266,33 @@ class BadInputTest(parameterized.TestCase):
         results = json.loads((self.tmp / "out" / "all_results.json").read_text())
         self.assertGreater(blank, 0)
         self.assertEqual(results["corpus_empty_documents_skipped"], blank)
+
+    def test_a_test_only_task_predicts_without_a_metric_to_optimise(self):
+        rows = "".join(f"{i}\tThe cat sat {i}.\tA cat sat.\n" for i in range(4))
+        self.write("glue/diagnostic/diagnostic.tsv", "index\tsentence1\tsentence2\n" + rows)
+        code, output = run_script("finetune", ["--benchmark", "glue", "--dataset_name", "ax", "--data_dir",
+                                               str(self.tmp / "glue"), "--do_predict", *self.tok, *FINETUNE,
+                                               *self.out])  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
+        lines = (self.tmp / "out" / "submission" / "AX.tsv").read_text().splitlines()
+        self.assertEqual(lines[0], "index\tprediction")
+        self.assertLen(lines, 5)
+
+    def test_tsv_corpus_has_no_quoting_and_counts_its_blank_rows(self):
+        """As GLUE's files and the fine-tuning reader: a field that opens a quote is text, not the start of a quoted
+        field that would swallow the following rows; a blank last row is one empty document, skipped and counted."""
+        lines = self.corpus.read_text(encoding="utf-8").splitlines()
+        texts = [line.replace("\t", " ") for line in lines if line.strip()]
+        self.assertGreater(len(texts), 400)
+        texts[10] = '"' + texts[10]  # opens a quote that never closes
+        body = "".join(f"{i}\t{text}\n" for i, text in enumerate(texts))
+        path = self.write("docs.tsv", "\ufeffid\ttext\n" + body + "\n")  # a BOM, and a blank last row
+        code, output = run_script("pretrain", ["--train_files", path, *self.tok, *PRETRAIN, "--max_steps", "1",
+                                               "--save_strategy", "no", *self.out])  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
+        results = json.loads((self.tmp / "out" / "all_results.json").read_text())
+        self.assertEqual(results["corpus_documents"], len(texts) + 1)
+        self.assertEqual(results["corpus_empty_documents_skipped"], 1)
 
     def test_overlong_texts_are_truncated_and_counted(self):
         rows = [("short one", "a"), ("a much longer input " * 20, "b"), ("short two", "a")]

@@ -199,10 +199,27 @@ class StsbRoundingTest(parameterized.TestCase):
         (0.5, "0.4"), (1.5, "1.6"), (2.5, "2.4"), (3.5, "3.6"), (4.5, "4.4"),
         (3.799999952316284, "3.8"),  # the hub stores STS-B scores as float32
         (4, "4.0"),
+        # T5 multiplies the float32 label in float32: 0.1 * 5 and 3.1 * 5 are exactly 0.5 and 15.5 there, and round
+        # half to even; the float64 product of the float32 scores (0.50000001, 15.4999995) would round away.
+        (0.10000000149011612, "0.0"), (3.0999999046325684, "3.2"), (3.1, "3.2"),
     )
     def test_rounding(self, score, expected):
         spec = constants.get_task("glue", "stsb")
         self.assertEqual(constants.format_target(spec, {"label": score}), expected)
+
+    def test_every_three_decimal_score_as_t5_computes_it(self):
+        """T5's formula on the float32 label, written out with numpy, against format_target on the score as the hub
+        gives it (float32) and as a GLUE file gives it (text -> float64), for every score 0.000 ... 5.000 (STS-B
+        scores have at most 3 decimals). float64 arithmetic differs on 0.1, 3.1 and others."""
+        import numpy as np
+
+        spec = constants.get_task("glue", "stsb")
+        for k in range(5001):
+            text = f"{k / 1000:.3f}"
+            label = np.float32(float(text))
+            expected = f"{float(np.round(label * np.float32(5)) / np.float32(5)):.1f}"
+            self.assertEqual(constants.format_target(spec, {"label": float(label)}), expected, text)
+            self.assertEqual(constants.format_target(spec, {"label": float(text)}), expected, text)
 
     def test_candidates(self):
         candidates = constants.target_candidates(constants.get_task("glue", "stsb"))

@@ -233,10 +233,14 @@ class SecurityTest(absltest.TestCase):
     def test_hub_token_flag_is_not_kept_in_the_arguments(self):
         from t5kit.args import T5TrainingArguments
 
-        with mock.patch.dict(os.environ, {}, clear=False):
+        argv = ["pre_train_t5.py", "--hub_token", "hf_flag_secret", "--hub_token=hf_flag_secret", "--seed", "1"]
+        with mock.patch.dict(os.environ, {}, clear=False), mock.patch.object(sys, "argv", list(argv)):
             args = T5TrainingArguments(output_dir="/tmp/x", hub_token="hf_flag_secret")
             self.assertIsNone(args.hub_token)  # so training_args.bin and tracker configs never hold it
             self.assertEqual(os.environ["HF_TOKEN"], "hf_flag_secret")
+            # W&B records the process's argv with the run
+            self.assertEqual(sys.argv, ["pre_train_t5.py", "--hub_token", "<redacted>", "--hub_token=<redacted>",
+                                        "--seed", "1"])  # fmt: skip
 
 
 class AtomicCheckpointTest(absltest.TestCase):

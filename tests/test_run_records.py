@@ -81,6 +81,22 @@ class RerunAndResumeTest(absltest.TestCase):
                     self.assertIn("resuming from checkpoint-5 (step 5 of 7)", output)
                     self.assertEqual(json.loads((out / "trainer_state.json").read_text())["global_step"], 7)
 
+    def test_a_damaged_newest_checkpoint_is_skipped_with_a_warning(self):
+        out = SCRATCH.path() / "damaged"
+        self.pretrain(out)
+        (out / "all_results.json").unlink()
+        weights = out / "checkpoint-5" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated copy
+        output = self.pretrain(out, *RESUME)
+        self.assertRegex(output, r"checkpoint-5 is damaged \(model\.safetensors is cut short \(\d+ of \d+ bytes\)\)")
+        self.assertIn("resuming from checkpoint-4 (step 4 of 5)", output)
+        self.assertIsNone(ft.checkpoint_damage(out / "checkpoint-5"))  # saved again, whole
+        (out / "checkpoint-4" / "model.safetensors").unlink()
+        code, output = run_script_here(pre_train_t5.main, [*self.pretrain_argv, "--output_dir", str(out),
+                                                           "--resume_from_checkpoint", str(out / "checkpoint-4")])  # fmt: skip
+        self.assertEqual(code, 2)
+        self.assertIn("checkpoint-4: no weights file (model.safetensors or adapter_model.safetensors)", output)
+
     def test_overwrite_output_dir_replaces_the_earlier_run_entirely(self):
         out = SCRATCH.path() / "overwritten"
         self.pretrain(out, "--max_steps", "5")  # checkpoints 2, 4, 5

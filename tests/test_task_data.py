@@ -494,7 +494,7 @@ class SuperGlueFlatteningTest(parameterized.TestCase):
          r"CB/val\.jsonl line 1: label 'maybe' is not in the cb label set"),
         ("bad_json", "CB/val.jsonl", "cb", '{"premise": "a",', r"CB/val\.jsonl line 1: invalid JSON"),
         ("missing_field", "RTE/val.jsonl", "rte", '{"premise": "a", "label": "entailment", "idx": 0}',
-         r"RTE/val\.jsonl line 1: line 1: no column 'hypothesis'"),
+         r"RTE/val\.jsonl line 1: no column 'hypothesis'"),
         ("number_text", "RTE/val.jsonl", "rte",
          '{"premise": "a", "hypothesis": 3, "label": "entailment", "idx": 0}', r"field 'hypothesis' holds int"),
     )
