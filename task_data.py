@@ -287,7 +287,8 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
     text_columns = [c for _, c in spec.input_fields if c not in spec.list_input_columns]
     empty = {c: 0 for c in text_columns}
     rows: list[dict] = []
-    for number, where, record in _records(path, flag):
+    blank = [0]
+    for number, where, record in _records(path, flag, blank):
         flattened = FLATTENERS[spec.local_flatten](record) if spec.local_flatten else [record]
         for raw in flattened:
             row: dict[str, Any] = {}
@@ -328,7 +329,7 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
     if not rows:
         raise _fail(path, None, "file has no data rows", flag)
     dataset = datasets.Dataset.from_list(rows, features=_jsonl_features(spec, rows[0]))
-    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty)
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=blank[0])
 
 
 def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
@@ -369,7 +370,7 @@ def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
 # --------------------------------------------------------------------------
 # User data for --benchmark custom
 
-def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
+def _records(path: str, flag: str, blank: list[int] | None = None) -> Iterator[tuple[int | None, str, dict]]:
     """(line, location prefix for messages, record) for each record of a jsonl/json/csv/tsv file; the prefix is
     "record i: " for a JSON array and "" where the line number names the place."""
     suffix = os.path.splitext(path)[1].lower()
@@ -391,6 +392,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
     elif suffix in (".jsonl", ".json"):
         for number, text in lines:
             if not text.strip():
+                _count(blank)
                 continue
             try:
                 item = json.loads(text)
@@ -407,6 +409,7 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
             header = next(reader)
             for row in reader:
                 if not row:
+                    _count(blank)
                     continue
                 if len(row) != len(header):
                     raise _fail(path, reader.line_num, f"expected {len(header)} fields "
@@ -418,12 +421,19 @@ def _records(path: str, flag: str) -> Iterator[tuple[int | None, str, dict]]:
         header = lines[0][1].split("\t")
         for number, text in lines[1:]:
             if not text:
+                _count(blank)
                 continue
             fields = text.split("\t")
             if len(fields) != len(header):
                 raise _fail(path, number, f"expected {len(header)} tab-separated fields "
                             f"{header}, found {len(fields)}", flag)
             yield number, "", dict(zip(header, fields))
+
+
+def _count(blank: list[int] | None) -> None:
+    """One more blank line skipped by _records (its caller's counter, a one-element list)."""
+    if blank is not None:
+        blank[0] += 1
 
 
 def load_custom_split(path: str, source_column: str = "source",
@@ -444,7 +454,8 @@ def load_custom_split(path: str, source_column: str = "source",
     sources: list[str] = []
     targets: list[Any] = []
     empty = {"source": 0, "target": 0}
-    for line, where, record in _records(path, flag):
+    blank = [0]
+    for line, where, record in _records(path, flag, blank):
         if source_column not in record and isinstance(record.get(T2T_TUNER_KEY), dict):
             record, columns = record[T2T_TUNER_KEY], (source_id, target_id)
             kind = f"{T2T_TUNER_KEY!r} object"
@@ -480,7 +491,7 @@ def load_custom_split(path: str, source_column: str = "source",
     dataset = datasets.Dataset.from_dict(
         {"source": sources, "target": targets, "idx": list(range(len(sources)))},
         features=features)
-    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty)
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=blank[0])
 
 
 # --------------------------------------------------------------------------

@@ -96,9 +96,20 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
 
 
 def remove_incomplete_checkpoints(folder: Path) -> None:
-    """Deletes `tmp-checkpoint-*` folders left by a save that was killed."""
+    """Deletes `tmp-checkpoint-*` folders left by a save that was killed. A re-save of a step killed between its
+    two renames (`_move_into_place`) left no `checkpoint-N` but the old copy aside and perhaps the complete new one:
+    the new one goes into place if it is complete, else the old one goes back."""
     if not folder.is_dir():
         return
+    aside = f"{STAGING_PREFIX}old-"
+    for old in folder.glob(f"{aside}{PREFIX_CHECKPOINT_DIR}-*"):
+        final = folder / old.name[len(aside) :]
+        staging = folder / f"{STAGING_PREFIX}{final.name}"
+        if not final.exists():
+            source = staging if (staging / TRAINER_STATE).is_file() else old
+            logger.warning("%s: a re-save of this step was interrupted; restored from %s", final, source.name)
+            os.replace(source, final)
+        shutil.rmtree(old, ignore_errors=True)
     for path in folder.glob(f"{STAGING_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"):
         logger.warning("removing %s: an interrupted checkpoint save", path)
         shutil.rmtree(path, ignore_errors=True)
@@ -169,7 +180,9 @@ def save_checkpoint(trainer, trial=None) -> Path:
         trainer.accelerator.wait_for_everyone()
         if args.should_save:
             _move_into_place(staging, final)
-            rotate_checkpoints(str(run_dir), args.save_total_limit, state.best_model_checkpoint, use_mtime=True)
+            # By step, as `latest` picks: checkpoints past the step a run resumed from were removed at its start
+            # (t5kit.training.announce_resume), so the highest steps are always this run's newest.
+            rotate_checkpoints(str(run_dir), args.save_total_limit, state.best_model_checkpoint, use_mtime=False)
     except OSError as err:
         if args.should_save:
             shutil.rmtree(staging, ignore_errors=True)

@@ -143,8 +143,8 @@ def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_
     # Seed before the model is built: the Trainer seeds only in its constructor, after a from-scratch init.
     transformers.set_seed(args.seed)
     check_launch(args)
-    for group in flag_groups:
-        source = getattr(group, "model_name_or_path", None)
+    for flags in flag_groups:
+        source = getattr(flags, "model_name_or_path", None)
         if source and Path(source).is_dir() and Path(source).resolve() == Path(args.output_dir).resolve():
             raise UsageError(
                 f"--output_dir {args.output_dir} is the folder --model_name_or_path reads its model from: the run "
@@ -288,12 +288,21 @@ def asks_for_more(args: T5TrainingArguments, state: dict) -> bool:
     return args.num_train_epochs > state.get("num_train_epochs", 0)
 
 
+def _step_of(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
 def announce_resume(args: T5TrainingArguments, checkpoint: Path) -> None:
     """One line naming the checkpoint and step resumed from; metrics.jsonl loses the rows logged after it."""
     state = _read_state(checkpoint)
     step = state.get("global_step", 0)
     total = args.max_steps if args.max_steps > 0 else state.get("max_steps", "?")
     if is_main_process():
+        later = [c for c in ft.complete_checkpoints(Path(args.output_dir)) if _step_of(c) > step]
+        if later:  # from the run that went on past this checkpoint (or damaged): this run saves those steps anew
+            logger.warning("resuming from %s: removing the later %s", checkpoint.name, ", ".join(c.name for c in later))
+            for folder in later:
+                shutil.rmtree(folder)
         dropped = truncate_metrics_log(args.output_dir, len(state.get("log_history", [])))
         logger.info(
             "resuming from %s (step %d of %s)%s", checkpoint.name, step, total,

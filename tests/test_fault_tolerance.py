@@ -255,6 +255,23 @@ class AtomicCheckpointTest(absltest.TestCase):
         ft.remove_incomplete_checkpoints(tmp)
         self.assertFalse((tmp / "tmp-checkpoint-8").exists())
 
+    def test_a_resave_killed_between_its_renames_keeps_the_step(self):
+        """_move_into_place moves checkpoint-N aside, then the new copy into place: a kill between the two leaves
+        no checkpoint-N. The next start puts the complete new copy in place, or else the old one back."""
+        for new_complete, kept in ((True, "new"), (False, "old")):
+            with self.subTest(new_complete=new_complete):
+                tmp = Path(self.create_tempdir().full_path)
+                for folder, marker in (("tmp-old-checkpoint-4", "old"), ("tmp-checkpoint-4", "new")):
+                    (tmp / folder).mkdir()
+                    (tmp / folder / "which").write_text(marker)
+                (tmp / "tmp-old-checkpoint-4" / ft.TRAINER_STATE).write_text("{}")
+                if new_complete:
+                    (tmp / "tmp-checkpoint-4" / ft.TRAINER_STATE).write_text("{}")
+                ft.remove_incomplete_checkpoints(tmp)
+                self.assertEqual([p.name for p in ft.complete_checkpoints(tmp)], ["checkpoint-4"])
+                self.assertEqual((tmp / "checkpoint-4" / "which").read_text(), kept)
+                self.assertEqual(sorted(p.name for p in tmp.iterdir()), ["checkpoint-4"])
+
 
 if __name__ == "__main__":
     absltest.main()

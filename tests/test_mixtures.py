@@ -335,7 +335,8 @@ class MixtureEndToEndTest(parameterized.TestCase):
         state = json.loads((run_dir / "trainer_state.json").read_text())
         evals = [row for row in state["log_history"] if "eval_average" in row]
         self.assertEqual([row["step"] for row in evals], [3, 6])
-        best = max(evals, key=lambda row: row["eval_average"])  # the first of equal scores stays best
+        # the best average; of equal averages the lower eval loss (T5Trainer's tie-break), then the earlier
+        best = min(evals, key=lambda row: (-row["eval_average"], row["eval_loss"], row["step"]))
         self.assertEqual(state["best_metric"], best["eval_average"])
         self.assertEqual(Path(state["best_model_checkpoint"]).name, f"checkpoint-{best['step']}")
         for row in evals:  # one log row per evaluation, every task in it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from unittest import mock
 
 from absl.testing import absltest
 
@@ -96,6 +97,18 @@ class RerunAndResumeTest(absltest.TestCase):
                                                            "--resume_from_checkpoint", str(out / "checkpoint-4")])  # fmt: skip
         self.assertEqual(code, 2)
         self.assertIn("checkpoint-4: no weights file (model.safetensors or adapter_model.safetensors)", output)
+
+    def test_resuming_an_older_checkpoint_drops_the_later_ones_and_rotates_by_step(self):
+        out = SCRATCH.path() / "older"
+        self.pretrain(out, "--save_total_limit", "2")  # keeps checkpoint-4 and checkpoint-5
+        reference = [row["loss"] for row in metrics_rows(out) if "loss" in row]
+        output = self.pretrain(out, "--save_total_limit", "2", "--resume_from_checkpoint", str(out / "checkpoint-4"),
+                               "--max_steps", "6")  # fmt: skip
+        self.assertIn("resuming from checkpoint-4: removing the later checkpoint-5", output)
+        # this run's own checkpoints are the newest: `latest` and the rotation agree
+        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-4", "checkpoint-6"])
+        self.assertEqual([row["step"] for row in metrics_rows(out) if "loss" in row], [1, 2, 3, 4, 5, 6])
+        self.assertEqual([row["loss"] for row in metrics_rows(out) if "loss" in row][:4], reference[:4])
 
     def test_overwrite_output_dir_replaces_the_earlier_run_entirely(self):
         out = SCRATCH.path() / "overwritten"
@@ -201,7 +214,11 @@ class ReportsTest(absltest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.folder = SCRATCH.path() / "report"
-        code, output = run_script_here(fine_tune_t5.main, [*FINETUNE, "--output_dir", str(cls.folder)])
+        cls.plotted = []
+        plot = fine_tune_t5.plot_eval_metric
+        with mock.patch.object(fine_tune_t5, "plot_eval_metric",
+                               lambda *a: (cls.plotted.append(a), plot(*a))):  # fmt: skip
+            code, output = run_script_here(fine_tune_t5.main, [*FINETUNE, "--output_dir", str(cls.folder)])
         assert code == 0, output[-3000:]
         cls.output = output
         cls.results = json.loads((cls.folder / "all_results.json").read_text())
@@ -225,6 +242,16 @@ class ReportsTest(absltest.TestCase):
         self.assertAlmostEqual(shares.get("positive", 0.0), 100 * predictions.count("positive") / 24)
         self.assertIn(f"scores accuracy {majority:.1f}", table)
         self.assertEqual(len(shares) == 1, "Warning: every prediction is" in table)
+
+    def test_plot_keeps_the_final_evaluation_apart_from_the_training_curve(self):
+        (history, key, path, final), = self.plotted
+        self.assertEqual(key, "eval_accuracy")
+        self.assertEqual([row["step"] for row in history if key in row], [3, 6])  # the evaluations during training
+        state = json.loads((self.folder / "trainer_state.json").read_text())
+        best = Path(state["best_model_checkpoint"]).name
+        # the final evaluation is drawn at the step of the weights it scored, not at the last step
+        self.assertEqual(final, (state["best_global_step"], self.results["eval_accuracy"], f"final evaluation ({best})"))
+        self.assertGreater(path.stat().st_size, 0)
 
     def test_constant_predictions_are_called_out(self):
         from constants import get_task

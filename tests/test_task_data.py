@@ -188,6 +188,19 @@ class MalformedGlueTest(parameterized.TestCase):
         self.assertEqual(report.blank_lines, 1)
         self.assertIn("1 empty text fields", report.summary())
 
+    def test_blank_lines_of_custom_files_are_counted(self):
+        for name, content in (("train.tsv", "source\ttarget\na\tb\n\nc\td\n\n"),
+                              ("train.jsonl", '{"source": "a", "target": "b"}\n\n  \n{"source": "c", "target": "d"}\n'),
+                              ("train.csv", "source,target\na,b\n\nc,d\n")):  # fmt: skip
+            with self.subTest(name):
+                path = os.path.join(self.create_tempdir().full_path, name)
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(content)
+                dataset, report = task_data.load_custom_split(path)
+                self.assertEqual(dataset["source"], ["a", "c"])
+                self.assertEqual(report.blank_lines, 2 if name != "train.csv" else 1)
+                self.assertIn(f"{report.blank_lines} blank lines skipped", report.summary())
+
     def test_only_newline_splits_lines(self):
         # \x1c and \u2028 are line breaks to str.splitlines, but text in a TSV row.
         data_dir = self.write("SST-2/dev.tsv", "sentence\tlabel\na\x1cb\u2028c\t1\n")
