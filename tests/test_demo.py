@@ -25,6 +25,12 @@ class DemoTest(absltest.TestCase):
             self.assertIn(json.loads(rows[0])["target"], demo.DEMO_MODULES)
             predictions = (tmp / "finetune" / "predictions" / "custom_custom_validation.jsonl").read_text()
             self.assertTrue(predictions.startswith('{"input": "module:'))
+            # `make demo` again: every stage is complete, nothing is trained again, and the same numbers print
+            model = (tmp / "finetune" / "model.safetensors").read_bytes()
+            again = demo.main(["--output_dir", str(tmp), "--quick"])
+            self.assertEqual(again["finetune"]["eval_accuracy"], results["finetune"]["eval_accuracy"])
+            self.assertEqual(again["pretrain"]["eval_loss"], results["pretrain"]["eval_loss"])
+            self.assertEqual((tmp / "finetune" / "model.safetensors").read_bytes(), model)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
