@@ -85,11 +85,6 @@ class TrialPreempted(Exception):
 # The sweep file
 
 
-def _line_of(path: Path, node_path: tuple[str, ...], text: str) -> int | None:
-    """1-based line of a key in the YAML (("parameters", "learning_rate")), or None."""
-    return yaml_line_of(text, node_path)
-
-
 def load_sweep(path: Path) -> dict:
     """The sweep YAML, checked: program, method, metric, parameters, command, early_terminate."""
     if not path.is_file():
@@ -106,7 +101,7 @@ def load_sweep(path: Path) -> dict:
         raise SweepError(f"{path}:1: expected a mapping (program, method, metric, parameters), got {kind}")
 
     def fail(keys: tuple[str, ...], message: str):
-        line = _line_of(path, keys, text)
+        line = yaml_line_of(text, keys)
         raise SweepError(f"{path}:{line or 1}: {message}")
 
     if not isinstance(sweep.get("program"), str) or not sweep["program"]:
@@ -147,7 +142,7 @@ def load_sweep(path: Path) -> dict:
         if not where:  # parameters are checked one by one, without a path: find the one that failed
             where = next((["parameters", str(n)] for n, spec in params.items()
                           if spec == instance or repr(spec) in str(err)), [])  # fmt: skip
-        line = _line_of(path, tuple(where), text) if where else None
+        line = yaml_line_of(text, tuple(where)) if where else None
         message = str(getattr(err, "message", None) or err).splitlines()[0]
         raise SweepError(f"{path}:{line or 1}: not a valid W&B sweep config ({message})") from None
     return sweep
@@ -164,7 +159,7 @@ def resolve_program(sweep: dict, sweep_file: Path) -> Path:
         if candidate.is_file():
             return candidate
     where = ", ".join(str(c.parent) for c in candidates)
-    line = _line_of(sweep_file, ("program",), sweep_file.read_text(encoding="utf-8")) or 1
+    line = yaml_line_of(sweep_file.read_text(encoding="utf-8"), ("program",)) or 1
     raise SweepError(f"{sweep_file}:{line}: program {sweep['program']} not found (looked in {where})")
 
 
@@ -188,7 +183,7 @@ def check_parameters(sweep: dict, sweep_file: Path, flags: set[str], program: Pa
     text = sweep_file.read_text(encoding="utf-8")
     for name in sweep["parameters"]:
         if str(name) not in flags:
-            line = _line_of(sweep_file, ("parameters", str(name)), text) or 1
+            line = yaml_line_of(text, ("parameters", str(name))) or 1
             raise SweepError(f"{sweep_file}:{line}: parameter {name!r} is not a flag of {program.name} "
                              f"(`python {program.name} --help` lists them)")  # fmt: skip
     searched = {name for name, spec in sweep["parameters"].items() if "value" not in spec}
@@ -481,11 +476,9 @@ class Runner:
 
     def run_trial(self, trial: dict) -> None:
         out = self.dir / "trials" / trial["name"]
-        searched = self.searched()
-        # The trial's flags: the YAML's fixed values, then --set, then the proposal (searched names cannot be --set).
-        fixed = {k: v for k, v in trial["params"].items() if k not in searched}
-        params = {**fixed, **self.extra, **{k: trial["params"][k] for k in searched if k in trial["params"]},
-                  "output_dir": str(out)}  # fmt: skip
+        # The trial's flags: the YAML's values and the proposal, with --set over the YAML's fixed values (a searched
+        # parameter cannot be --set: check_parameters).
+        params = {**trial["params"], **self.extra, "output_dir": str(out)}
         if trial["attempts"] > 0:
             if "resume_from_checkpoint" in self.flags:
                 params["resume_from_checkpoint"] = "latest"

@@ -21,7 +21,7 @@ from t5kit.corpus import PretrainDataArguments
 from t5kit.finetune_data import FineTuneDataArguments
 from t5kit.parameter_efficient import ParameterEfficientArguments
 from t5kit.tracking import METRICS_LOG, flags_config
-from t5kit.training import ARGS_FILE
+from t5kit.training import ARGS_FILE, write_args_file
 from tests.helpers import SHARED_DATA, ModuleScratch, corpus_slice, run_script_here
 
 SCRATCH = ModuleScratch("test_run_records_")
@@ -169,8 +169,6 @@ class ArgsFileTest(absltest.TestCase):
                          ["--config", "configs/finetune_cpu.yaml", "--model_name_or_path", "random_init:runs/pt",
                           "--benchmark", "glue", "--dataset_name", "rte", "--data_dir", "glue_data", "--lora_r", "4"]),
         }  # fmt: skip
-        from t5kit.training import write_args_file
-
         for name, (types, argv) in cases.items():
             with self.subTest(name):
                 out = tmp / f"args-{name}"
