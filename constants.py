@@ -1,21 +1,17 @@
-"""The task table: one frozen ``TaskSpec`` record per task, and the pure
-functions generated from a record (text formats, postprocessing, metrics).
+"""The task table: one frozen ``TaskSpec`` record per task, gathered in ``DATASET_VALS[benchmark][name]``.
 
-Formats follow the T5 code base (t5/data/glue_utils.py, t5/data/preprocessors.py
-``glue`` and ``stsb``, t5/data/postprocessors.py; T5 paper appendix D):
+This module is data only. The record type, its checks and everything computed from a record (text formats,
+postprocessing, metrics, ``get_task``, ``register``) live in t5kit/tasks.py. Adding a task is one more ``TaskSpec``
+in a tuple below (or, from your own code, one ``t5kit.tasks.register`` call); nothing else names a task.
 
-    inputs  = "<prefix> <field1>: <value1> <field2>: <value2>"
-    targets = the label word of the integer label, e.g. "positive"
-
-Adding a task is one ``register`` call with one record; nothing else in this
-module names a task. Benchmarks in the table:
+Benchmarks in the table:
 
 - ``glue``: the GLUE tasks (hub ``nyu-mll/glue``, or the GLUE download as TSV).
 - ``superglue``: boolq, cb, copa, multirc, record, rte, wic, wsc, axb, axg (hub
   ``aps/super_glue``, or the SuperGLUE download as jsonl: ``<Task>/{train,val,
   test}.jsonl``). Formats follow T5 (``glue_utils.get_glue_text_preprocessor``:
   ``preprocessors.glue`` with sorted feature names, ``wsc``, ``record``).
-  MultiRC and ReCoRD files are nested; task_data flattens them
+  MultiRC and ReCoRD files are nested; t5kit.task_files flattens them
   (``local_flatten``) into the hub's rows: one per (question, answer option)
   for MultiRC, one per query for ReCoRD, with the struct ``idx`` kept so that
   metrics can group (``group_by``) and leaderboard files can nest.
@@ -27,393 +23,18 @@ module names a task. Benchmarks in the table:
   chrF) or ``qa`` (SQuAD EM/F1 against every gold answer: the target may be
   a JSON list of answers); ``--prefix`` is put before every input.
 
-Column names in a record may be dotted paths into nested columns:
-``translation.en`` reads ``example["translation"]["en"]`` (wmt16), and
-``answers.text`` the list of gold answers of SQuAD.
-
-    >>> spec = get_task("glue", "sst2")
-    >>> format_source(spec, {"sentence": "a charming journey", "label": 1})
-    'sst2 sentence: a charming journey'
-    >>> format_target(spec, {"sentence": "a charming journey", "label": 1})
-    'positive'
-    >>> postprocess(spec, " positive\\n")
-    1
+Records also carry facts that tuning reads: ``small_train_set`` (under 10,000 training examples) and
+``long_inputs`` (passages); t5kit/sweep_configs.py turns them into epochs, hyperband and batch sizes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
-import re
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from t5kit.tasks import Regression, TaskSpec, task_table, tasks_from_dict
 
-import numpy as np
+__all__ = ["DATASET_VALS", "PASTED_TASKS", "CUSTOM", "GLUE_TASKS", "SUPERGLUE_TASKS", "TEXT_TASKS", "CUSTOM_TASKS"]
 
-from metrics import (BINARY_METRICS, GROUP_METRICS, INVALID, METRICS, PERCENT, SCORE_METRICS,
-                     TEXT_METRICS, replace_invalid_scores)
-
-__all__ = [
-    "INVALID", "UNLABELED", "Regression", "TaskSpec", "DATASET_VALS", "register",
-    "get_task", "custom_task", "format_source", "format_target", "postprocess",
-    "compute_task_metrics", "label_candidates", "target_candidates",
-    "max_target_length", "TRANSFORMS", "LOCAL_FLATTENERS", "SUBMISSION_FORMATS",
-    "references_of", "group_of", "read_path",
-]
-
-# Label of an example without a gold label (GLUE test splits), as on the hub
-# (nyu-mll/glue test rows have label -1) and in T5 preprocessors.glue.
-UNLABELED = -1
-
-
-@dataclass(frozen=True)
-class Regression:
-    """A real-valued target written as text (STS-B).
-
-    T5 preprocessors.stsb: ``tf.as_string(tf.round(label * 5) / 5, precision=1)``,
-    i.e. the score rounded to the nearest 0.2 with one decimal. ``tf.round``
-    rounds half to even (banker's rounding), like Python's ``round``:
-    2.5 * 5 = 12.5 -> 12 -> "2.4"; 3.79 * 5 = 18.95 -> 19 -> "3.8".
-    """
-
-    low: float
-    high: float
-    steps_per_unit: int  # 5: targets are multiples of 1/5 = 0.2
-    decimals: int        # 1: "3.8"
-
-    def __post_init__(self):
-        if not self.low < self.high:
-            raise ValueError(f"Regression range [{self.low}, {self.high}] is empty")
-        if self.steps_per_unit < 1 or self.decimals < 0:
-            raise ValueError("Regression needs steps_per_unit >= 1 and decimals >= 0")
-        if self.contains(INVALID):
-            # postprocess marks unusable text with INVALID; it must not be a score.
-            raise ValueError(f"Regression range [{self.low}, {self.high}] contains "
-                             f"INVALID ({INVALID})")
-
-    def format(self, value: float) -> str:
-        """3.79 -> "3.8"; 2.5 -> "2.4" (half to even, as tf.round). Computed in float32, as T5 computes on the
-        float32 label: 0.1 and 3.1 give "0.0" and "3.2" whether `value` is the float32 of the hub's features
-        (0.10000000149...) or the float64 of a file's text, where float64 arithmetic would give "0.2" and "3.0"."""
-        steps = np.float32(self.steps_per_unit)
-        rounded = np.round(np.float32(value) * steps) / steps  # numpy rounds half to even, as tf.round
-        return f"{float(rounded):.{self.decimals}f}"
-
-    def contains(self, value: float) -> bool:
-        """False for values outside [low, high] and for NaN."""
-        return self.low <= value <= self.high
-
-    def candidates(self) -> list[str]:
-        """Every possible target text: "0.0", "0.2", ..., "5.0" for STS-B."""
-        first = math.ceil(self.low * self.steps_per_unit)
-        last = math.floor(self.high * self.steps_per_unit)
-        return [self.format(k / self.steps_per_unit) for k in range(first, last + 1)]
-
-
-def _mark_span(text: str, span: str, index: int, mark: str) -> str:
-    """Put `mark` around `span` where it starts the word number `index` (0-based,
-    words separated by single whitespace characters), as T5 preprocessors.wsc
-    ``_mark_span`` does with the regex ^((?:\\S+\\s){N})(W); the span text is
-    matched literally here. Text where the span is not found stays unchanged."""
-    pattern = re.compile(r"^((?:\S+\s){%d})(%s)" % (index, re.escape(span)))
-    return pattern.sub(lambda m: f"{m.group(1)}{mark} {m.group(2)} {mark}", text, count=1)
-
-
-def wsc_mark_spans(example: Mapping[str, Any]) -> dict[str, Any]:
-    """T5 preprocessors.wsc: " * " around the noun (span1), " # " around the pronoun (span2).
-
-    {"text": "This is a test sentence .", "span1_text": "test", "span1_index": 3,
-     "span2_text": "This", "span2_index": 0} -> text "# This # is a * test * sentence ."
-    """
-    text = _mark_span(example["text"], example["span1_text"], int(example["span1_index"]), "*")
-    # Marking span1 added two words before span2 when span1 comes first.
-    span2_index = int(example["span2_index"]) + 2 * (int(example["span1_index"]) < int(example["span2_index"]))
-    out = dict(example)
-    out["text"] = _mark_span(text, example["span2_text"], span2_index, "#")
-    return out
-
-
-# Example transforms a record may name (``example_transform``): row -> row, before formatting.
-TRANSFORMS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "wsc_mark_spans": wsc_mark_spans,
-}
-# Nested local files a record may name (``local_flatten``); task_data implements each.
-LOCAL_FLATTENERS = frozenset({"superglue_multirc", "superglue_record"})
-# Leaderboard file formats: GLUE TSV, SuperGLUE jsonl {"idx", "label"}, MultiRC's nested jsonl.
-SUBMISSION_FORMATS = frozenset({"glue_tsv", "superglue_jsonl", "superglue_multirc_jsonl"})
-# T5 preprocessors.record joins the entity list with ", ".
-LIST_SEPARATOR = ", "
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    """One task: where its data lives, how it becomes text, how it is scored.
-
-    Pairs are tuples (not dicts) so that the record stays frozen and hashable.
-    Split names are the hub's (``validation_matched``); local files map them
-    to the GLUE download's file stems (``dev_matched``).
-    """
-
-    benchmark: str
-    name: str
-    # T5 task prefix, the first word of the input text ("sst2"; ax uses "mnli").
-    prefix: str
-    # (name shown in the text, dataset column), in text order. T5 sorts the
-    # feature names (preprocessors.glue): "mnli hypothesis: ... premise: ...".
-    # An empty shown name writes the value alone ("summarize: <article>").
-    input_fields: tuple[tuple[str, str], ...]
-    label_column: str = "label"
-    # Index = the hub dataset's integer label. None: regression or free text.
-    label_words: tuple[str, ...] | None = None
-    regression: Regression | None = None
-    metrics: tuple[str, ...]
-    # None only for tasks without metrics (ax: its test set has no labels).
-    metric_to_optimize: str | None
-    greater_is_better: bool = True
-
-    # Hub source: datasets.load_dataset(hub_path, hub_config, split=...).
-    hub_path: str | None
-    hub_config: str | None = None
-    train_split: str | None = "train"
-    validation_splits: tuple[str, ...] = ("validation",)
-    test_splits: tuple[str, ...] = ("test",)
-
-    # Local files: <data_dir>/<local_dir>/<stem><local_suffix>, GLUE download layout.
-    local_dir: str | None = None
-    local_suffix: str = ".tsv"
-    local_files: tuple[tuple[str, str], ...] = ()        # (split, file stem)
-    local_columns: tuple[tuple[str, str], ...] = ()      # (dataset column, file header name)
-    # Files without a header line (CoLA train/dev) and the names of their fields.
-    local_headerless_splits: tuple[str, ...] = ()
-    local_headerless_columns: tuple[str, ...] = ()
-    # File label value per class index, as text, for jsonl files whose labels differ from
-    # label_words (BoolQ "false"/"true" for False/True; JSON booleans read as "false"/"true").
-    local_label_values: tuple[str, ...] | None = None
-    # Nested local files turned into hub rows by task_data (one of LOCAL_FLATTENERS).
-    local_flatten: str | None = None
-    # Leaderboard file per test split ("MNLI-m.tsv", "BoolQ.jsonl").
-    submission_files: tuple[tuple[str, str], ...] = ()
-    # The leaderboard wants label words (MNLI, AX, QNLI, RTE), not indices.
-    submission_label_words: bool = False
-    submission_format: str = "glue_tsv"
-    # superglue_jsonl: the leaderboard's label value per class index ("true"; 1 for COPA).
-    submission_labels: tuple[Any, ...] | None = None
-    # Which idx field the leaderboard line carries when idx is a struct (ReCoRD: "query").
-    submission_idx: str | None = None
-
-    # Structure of the data.
-    # Input columns holding a list of texts, joined with ", " (ReCoRD entities).
-    list_input_columns: tuple[str, ...] = ()
-    # Regex substitutions (pattern, replacement) applied in order to the formatted input
-    # (MultiRC drops HTML markup; ReCoRD turns "@highlight" lines into sentences).
-    input_substitutions: tuple[tuple[str, str], ...] = ()
-    # A TRANSFORMS entry applied to each row before formatting (WSC marks its spans).
-    example_transform: str | None = None
-    # The label column holds a list of gold answers (free text): the first is the target
-    # text, all of them count for the metrics (ReCoRD, SQuAD).
-    multiple_answers: bool = False
-    # Training rows: one per gold answer (T5 preprocessors.record) instead of the first one.
-    train_on_each_answer: bool = False
-    # Keys of a struct idx column (MultiRC: paragraph, question, answer); () = int idx.
-    idx_fields: tuple[str, ...] = ()
-    # The idx field that groups examples for group metrics (MultiRC: "question").
-    group_by: str | None = None
-
-    def __post_init__(self):
-        where = f"task {self.benchmark}/{self.name}"
-
-        def fail(message: str):
-            raise ValueError(f"{where}: {message}")
-
-        if not self.benchmark or not self.name:
-            fail("benchmark and name must be non-empty")
-        if self.prefix != self.prefix.strip():
-            fail(f"prefix {self.prefix!r} has surrounding whitespace")
-        if not self.input_fields:
-            fail("input_fields is empty")
-        for pair in self.input_fields:
-            if len(pair) != 2 or not all(isinstance(x, str) for x in pair) or not pair[1]:
-                fail(f"input_fields entry {pair!r} is not a (shown name, column) pair")
-            if not all(pair[1].split(".")):
-                fail(f"column path {pair[1]!r} has an empty part")
-        columns = [column for _, column in self.input_fields]
-        if len(set(columns)) != len(columns):
-            fail(f"input_fields repeat a column: {columns}")
-        if self.label_column in columns:
-            fail(f"label_column {self.label_column!r} is also an input field")
-
-        if self.label_words is not None and self.regression is not None:
-            fail("set label_words or regression, not both")
-        if self.label_words is not None:
-            if len(self.label_words) < 2:
-                fail("label_words needs at least two words")
-            if len(set(self.label_words)) != len(self.label_words):
-                fail(f"label_words repeat a word: {self.label_words}")
-            for word in self.label_words:
-                # postprocess strips the generated text, so a word must be stripped too.
-                if not word or word != word.strip():
-                    fail(f"label word {word!r} is empty or has surrounding whitespace")
-
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown:
-            fail(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
-        for m in self.metrics:
-            if m in SCORE_METRICS and self.regression is None:
-                fail(f"metric {m!r} needs a regression task")
-            if m not in SCORE_METRICS and self.regression is not None:
-                fail(f"metric {m!r} does not apply to a regression task")
-            if m in BINARY_METRICS and (self.label_words is None or len(self.label_words) != 2):
-                fail(f"metric {m!r} needs exactly two label words")
-            if m in ("mcc", "macro_f1") and self.label_words is None:
-                fail(f"metric {m!r} needs label_words")
-            free_text = self.label_words is None and self.regression is None
-            if m in TEXT_METRICS and not free_text:
-                fail(f"metric {m!r} needs a free-text task (no label_words or regression)")
-            if m in GROUP_METRICS and self.group_by is None:
-                fail(f"metric {m!r} needs group_by")
-        if self.metrics and self.metric_to_optimize not in self.metrics:
-            fail(f"metric_to_optimize {self.metric_to_optimize!r} is not one of {self.metrics}")
-        if not self.metrics and self.metric_to_optimize is not None:
-            fail("metric_to_optimize must be None when metrics is empty")
-
-        splits = self.splits
-        if len(set(splits)) != len(splits):
-            fail(f"split names repeat: {splits}")
-        for table, label in ((self.local_files, "local_files"),
-                             (self.submission_files, "submission_files")):
-            for split, _ in table:
-                if split not in splits:
-                    fail(f"{label} names split {split!r}, not one of {splits}")
-        for split in self.local_headerless_splits:
-            if split not in dict(self.local_files):
-                fail(f"local_headerless_splits names {split!r}, which has no local file")
-        if self.submission_label_words and self.label_words is None:
-            fail("submission_label_words needs label_words")
-        if self.submission_format not in SUBMISSION_FORMATS:
-            fail(f"submission_format {self.submission_format!r} is not one of {sorted(SUBMISSION_FORMATS)}")
-        if self.submission_format == "superglue_jsonl" and self.submission_files:
-            if self.label_words is not None:
-                if self.submission_labels is None or len(self.submission_labels) != len(self.label_words):
-                    fail("submission_labels needs one leaderboard value per label word")
-            elif self.regression is not None:
-                fail("superglue_jsonl has no format for regression")
-        elif self.submission_labels is not None:
-            fail("submission_labels applies to superglue_jsonl leaderboard files only")
-        if self.submission_format == "superglue_multirc_jsonl" and (
-                self.label_words is None or len(self.label_words) != 2 or len(self.idx_fields) != 3):
-            fail("superglue_multirc_jsonl needs two label words and idx_fields (paragraph, question, answer)")
-        if self.submission_idx is not None and self.submission_idx not in self.idx_fields:
-            fail(f"submission_idx {self.submission_idx!r} is not one of idx_fields {self.idx_fields}")
-        if self.idx_fields and self.submission_files and self.submission_format == "superglue_jsonl" \
-                and self.submission_idx is None:
-            fail("a struct idx needs submission_idx for its leaderboard file")
-        if self.local_label_values is not None:
-            if self.label_words is None or len(self.local_label_values) != len(self.label_words):
-                fail("local_label_values needs one file value per label word")
-        if self.local_flatten is not None and self.local_flatten not in LOCAL_FLATTENERS:
-            fail(f"local_flatten {self.local_flatten!r} is not one of {sorted(LOCAL_FLATTENERS)}")
-        for column in self.list_input_columns:
-            if column not in columns:
-                fail(f"list_input_columns names {column!r}, which is no input column")
-        for pattern, _ in self.input_substitutions:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                fail(f"input_substitutions pattern {pattern!r} does not compile: {err}")
-        if self.example_transform is not None and self.example_transform not in TRANSFORMS:
-            fail(f"example_transform {self.example_transform!r} is not one of {sorted(TRANSFORMS)}")
-        if self.multiple_answers and (self.label_words is not None or self.regression is not None):
-            fail("multiple_answers needs a free-text task")
-        if self.train_on_each_answer and not self.multiple_answers:
-            fail("train_on_each_answer needs multiple_answers")
-        if len(set(self.idx_fields)) != len(self.idx_fields):
-            fail(f"idx_fields repeat a key: {self.idx_fields}")
-        if self.group_by is not None and self.group_by not in self.idx_fields:
-            fail(f"group_by {self.group_by!r} is not one of idx_fields {self.idx_fields}")
-        if self.local_files:
-            if not self.local_dir:
-                fail("local_files needs local_dir")
-            mapped = dict(self.local_columns)
-            missing = [c for c in columns + [self.label_column] if c not in mapped]
-            if missing:
-                fail(f"local_columns does not map dataset columns {missing}")
-            if self.local_headerless_splits:
-                absent = [v for v in mapped.values() if v not in self.local_headerless_columns]
-                if absent:
-                    fail(f"local_headerless_columns lacks {absent}")
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """All split names, train first: ("train", "validation", "test")."""
-        train = (self.train_split,) if self.train_split else ()
-        return train + self.validation_splits + self.test_splits
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.benchmark}/{self.name}"
-
-    def local_path(self, split: str) -> str:
-        """Path below --data_dir: get_task("glue", "mnli").local_path(
-        "validation_matched") -> "MNLI/dev_matched.tsv"."""
-        files = dict(self.local_files)
-        if split not in files:
-            raise ValueError(
-                f"task {self.full_name} has no local file for split {split!r}; "
-                f"splits with local files: {sorted(files)}")
-        return f"{self.local_dir}/{files[split]}{self.local_suffix}"
-
-    def submission_file(self, split: str) -> str:
-        """Official GLUE leaderboard file name: ("mnli", "test_matched") -> "MNLI-m.tsv"."""
-        files = dict(self.submission_files)
-        if split not in files:
-            raise ValueError(
-                f"task {self.full_name} has no leaderboard file for split {split!r}; "
-                f"choose one of: {sorted(files)}")
-        return files[split]
-
-
-# --------------------------------------------------------------------------
-# Registry
-
-DATASET_VALS: dict[str, dict[str, TaskSpec]] = {}
-
-
-def register(spec: TaskSpec,
-             registry: dict[str, dict[str, TaskSpec]] | None = None) -> TaskSpec:
-    """Add ``spec`` under registry[benchmark][name]; a duplicate is a ValueError."""
-    registry = DATASET_VALS if registry is None else registry
-    tasks = registry.setdefault(spec.benchmark, {})
-    if spec.name in tasks:
-        raise ValueError(f"task {spec.full_name} is already registered")
-    tasks[spec.name] = spec
-    return spec
-
-
-def get_task(benchmark: str, name: str) -> TaskSpec:
-    """DATASET_VALS[benchmark][name], or a ValueError naming the flag and choices."""
-    if benchmark not in DATASET_VALS:
-        raise ValueError(f"--benchmark {benchmark!r} is unknown; choose one of: "
-                         f"{', '.join(sorted(DATASET_VALS))}")
-    tasks = DATASET_VALS[benchmark]
-    if name not in tasks:
-        raise ValueError(f"--dataset_name {name!r} is not a {benchmark} task; "
-                         f"choose one of: {', '.join(sorted(tasks))}")
-    return tasks[name]
-
-
+# The benchmark of your own files (--benchmark custom); its records only choose a metric set.
 CUSTOM = "custom"
-
-
-def custom_task(prefix: str = "", name: str = CUSTOM) -> TaskSpec:
-    """A free-text task for --benchmark custom: columns "source" -> "target"
-    (task_data.load_custom_split), with the metric set of the custom record
-    ``name`` (custom: exact match; summarization; translation; qa) and ``prefix``
-    put before every input.
-
-    format_source(custom_task("summarize:"), {"source": "a b"}) -> "summarize: a b"
-    """
-    return dataclasses.replace(get_task(CUSTOM, name), prefix=prefix)
 
 
 # --------------------------------------------------------------------------
@@ -423,131 +44,187 @@ GLUE_HUB_PATH = "nyu-mll/glue"
 # The common GLUE split -> file layout; MNLI and ax differ.
 _GLUE_FILES = (("train", "train"), ("validation", "dev"), ("test", "test"))
 
-# Label words are tfds GLUE label_classes, which T5 uses as targets.
-register(TaskSpec(
-    benchmark="glue", name="cola", prefix="cola",
-    input_fields=(("sentence", "sentence"),),
-    label_words=("unacceptable", "acceptable"),
-    metrics=("mcc",), metric_to_optimize="mcc",
-    hub_path=GLUE_HUB_PATH, hub_config="cola",
-    local_dir="CoLA", local_files=_GLUE_FILES,
-    local_columns=(("sentence", "sentence"), ("label", "label")),
-    # train/dev: no header; fields: source code, label, original mark, sentence.
-    local_headerless_splits=("train", "validation"),
-    local_headerless_columns=("source", "label", "mark", "sentence"),
-    submission_files=(("test", "CoLA.tsv"),),
-))
-register(TaskSpec(
-    benchmark="glue", name="sst2", prefix="sst2",
-    input_fields=(("sentence", "sentence"),),
-    label_words=("negative", "positive"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=GLUE_HUB_PATH, hub_config="sst2",
-    local_dir="SST-2", local_files=_GLUE_FILES,
-    local_columns=(("sentence", "sentence"), ("label", "label")),
-    submission_files=(("test", "SST-2.tsv"),),
-))
-register(TaskSpec(
-    benchmark="glue", name="mrpc", prefix="mrpc",
-    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
-    label_words=("not_equivalent", "equivalent"),
-    # T5 glue_utils: f1_score_with_invalid, accuracy.
-    metrics=("f1", "accuracy"), metric_to_optimize="f1",
-    hub_path=GLUE_HUB_PATH, hub_config="mrpc",
-    local_dir="MRPC", local_files=_GLUE_FILES,
-    local_columns=(("sentence1", "#1 String"), ("sentence2", "#2 String"),
-                   ("label", "Quality")),
-    submission_files=(("test", "MRPC.tsv"),),
-))
-register(TaskSpec(
-    benchmark="glue", name="qqp", prefix="qqp",
-    input_fields=(("question1", "question1"), ("question2", "question2")),
-    label_words=("not_duplicate", "duplicate"),
-    metrics=("f1", "accuracy"), metric_to_optimize="f1",
-    hub_path=GLUE_HUB_PATH, hub_config="qqp",
-    local_dir="QQP", local_files=_GLUE_FILES,
-    local_columns=(("question1", "question1"), ("question2", "question2"),
-                   ("label", "is_duplicate")),
-    submission_files=(("test", "QQP.tsv"),),
-))
-register(TaskSpec(
-    benchmark="glue", name="stsb", prefix="stsb",
-    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
-    regression=Regression(low=0.0, high=5.0, steps_per_unit=5, decimals=1),
-    metrics=("pearson", "spearman"), metric_to_optimize="pearson",
-    hub_path=GLUE_HUB_PATH, hub_config="stsb",
-    local_dir="STS-B", local_files=_GLUE_FILES,
-    local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"),
-                   ("label", "score")),
-    submission_files=(("test", "STS-B.tsv"),),
-))
-register(TaskSpec(
-    benchmark="glue", name="mnli", prefix="mnli",
-    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-    label_words=("entailment", "neutral", "contradiction"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=GLUE_HUB_PATH, hub_config="mnli",
-    validation_splits=("validation_matched", "validation_mismatched"),
-    test_splits=("test_matched", "test_mismatched"),
-    local_dir="MNLI",
-    local_files=(("train", "train"),
-                 ("validation_matched", "dev_matched"),
-                 ("validation_mismatched", "dev_mismatched"),
-                 ("test_matched", "test_matched"),
-                 ("test_mismatched", "test_mismatched")),
-    # The label is the last column, gold_label (label1..label5 are annotators).
-    local_columns=(("premise", "sentence1"), ("hypothesis", "sentence2"),
-                   ("label", "gold_label")),
-    submission_files=(("test_matched", "MNLI-m.tsv"), ("test_mismatched", "MNLI-mm.tsv")),
-    submission_label_words=True,
-))
-register(TaskSpec(
-    benchmark="glue", name="qnli", prefix="qnli",
-    input_fields=(("question", "question"), ("sentence", "sentence")),
-    label_words=("entailment", "not_entailment"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=GLUE_HUB_PATH, hub_config="qnli",
-    local_dir="QNLI", local_files=_GLUE_FILES,
-    local_columns=(("question", "question"), ("sentence", "sentence"), ("label", "label")),
-    submission_files=(("test", "QNLI.tsv"),),
-    submission_label_words=True,
-))
-register(TaskSpec(
-    benchmark="glue", name="rte", prefix="rte",
-    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
-    label_words=("entailment", "not_entailment"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=GLUE_HUB_PATH, hub_config="rte",
-    local_dir="RTE", local_files=_GLUE_FILES,
-    local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "label")),
-    submission_files=(("test", "RTE.tsv"),),
-    submission_label_words=True,
-))
-register(TaskSpec(
-    benchmark="glue", name="wnli", prefix="wnli",
-    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
-    label_words=("not_entailment", "entailment"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=GLUE_HUB_PATH, hub_config="wnli",
-    local_dir="WNLI", local_files=_GLUE_FILES,
-    local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "label")),
-    submission_files=(("test", "WNLI.tsv"),),
-))
-register(TaskSpec(
-    # The diagnostic set is scored with an MNLI model, so it reads like MNLI
-    # (T5 glue_utils.get_glue_text_preprocessor casts ax as "mnli"). Its test
-    # set has no labels, so there is nothing to score locally (T5: no metrics).
-    benchmark="glue", name="ax", prefix="mnli",
-    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-    label_words=("entailment", "neutral", "contradiction"),
-    metrics=(), metric_to_optimize=None,
-    hub_path=GLUE_HUB_PATH, hub_config="ax",
-    train_split=None, validation_splits=(), test_splits=("test",),
-    local_dir="diagnostic", local_files=(("test", "diagnostic"),),
-    local_columns=(("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "label")),
-    submission_files=(("test", "AX.tsv"),),
-    submission_label_words=True,
-))
+GLUE_TASKS = (
+    # Label words are tfds GLUE label_classes, which T5 uses as targets.
+    TaskSpec(
+        benchmark="glue",
+        name="cola",
+        prefix="cola",
+        input_fields=(("sentence", "sentence"),),
+        label_words=("unacceptable", "acceptable"),
+        metrics=("mcc",),
+        metric_to_optimize="mcc",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="cola",
+        small_train_set=True,  # 8,551 training examples
+        local_dir="CoLA",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence", "sentence"), ("label", "label")),
+        # train/dev: no header; fields: source code, label, original mark, sentence.
+        local_headerless_splits=("train", "validation"),
+        local_headerless_columns=("source", "label", "mark", "sentence"),
+        submission_files=(("test", "CoLA.tsv"),),
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="sst2",
+        prefix="sst2",
+        input_fields=(("sentence", "sentence"),),
+        label_words=("negative", "positive"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="sst2",
+        local_dir="SST-2",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence", "sentence"), ("label", "label")),
+        submission_files=(("test", "SST-2.tsv"),),
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="mrpc",
+        prefix="mrpc",
+        input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
+        label_words=("not_equivalent", "equivalent"),
+        # T5 glue_utils: f1_score_with_invalid, accuracy.
+        metrics=("f1", "accuracy"),
+        metric_to_optimize="f1",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="mrpc",
+        small_train_set=True,  # 3,668 training examples
+        local_dir="MRPC",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence1", "#1 String"), ("sentence2", "#2 String"), ("label", "Quality")),
+        submission_files=(("test", "MRPC.tsv"),),
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="qqp",
+        prefix="qqp",
+        input_fields=(("question1", "question1"), ("question2", "question2")),
+        label_words=("not_duplicate", "duplicate"),
+        metrics=("f1", "accuracy"),
+        metric_to_optimize="f1",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="qqp",
+        local_dir="QQP",
+        local_files=_GLUE_FILES,
+        local_columns=(("question1", "question1"), ("question2", "question2"), ("label", "is_duplicate")),
+        submission_files=(("test", "QQP.tsv"),),
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="stsb",
+        prefix="stsb",
+        input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
+        regression=Regression(low=0.0, high=5.0, steps_per_unit=5, decimals=1),
+        metrics=("pearson", "spearman"),
+        metric_to_optimize="pearson",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="stsb",
+        small_train_set=True,  # 5,749 training examples
+        local_dir="STS-B",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "score")),
+        submission_files=(("test", "STS-B.tsv"),),
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="mnli",
+        prefix="mnli",
+        input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+        label_words=("entailment", "neutral", "contradiction"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="mnli",
+        validation_splits=("validation_matched", "validation_mismatched"),
+        test_splits=("test_matched", "test_mismatched"),
+        local_dir="MNLI",
+        local_files=(
+            ("train", "train"),
+            ("validation_matched", "dev_matched"),
+            ("validation_mismatched", "dev_mismatched"),
+            ("test_matched", "test_matched"),
+            ("test_mismatched", "test_mismatched"),
+        ),
+        # The label is the last column, gold_label (label1..label5 are annotators).
+        local_columns=(("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label")),
+        submission_files=(("test_matched", "MNLI-m.tsv"), ("test_mismatched", "MNLI-mm.tsv")),
+        submission_label_words=True,
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="qnli",
+        prefix="qnli",
+        input_fields=(("question", "question"), ("sentence", "sentence")),
+        label_words=("entailment", "not_entailment"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="qnli",
+        local_dir="QNLI",
+        local_files=_GLUE_FILES,
+        local_columns=(("question", "question"), ("sentence", "sentence"), ("label", "label")),
+        submission_files=(("test", "QNLI.tsv"),),
+        submission_label_words=True,
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="rte",
+        prefix="rte",
+        input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
+        label_words=("entailment", "not_entailment"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="rte",
+        small_train_set=True,  # 2,490 training examples
+        local_dir="RTE",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "label")),
+        submission_files=(("test", "RTE.tsv"),),
+        submission_label_words=True,
+    ),
+    TaskSpec(
+        benchmark="glue",
+        name="wnli",
+        prefix="wnli",
+        input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2")),
+        label_words=("not_entailment", "entailment"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=GLUE_HUB_PATH,
+        hub_config="wnli",
+        small_train_set=True,  # 635 training examples
+        local_dir="WNLI",
+        local_files=_GLUE_FILES,
+        local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "label")),
+        submission_files=(("test", "WNLI.tsv"),),
+    ),
+    TaskSpec(
+        # The diagnostic set is scored with an MNLI model, so it reads like MNLI
+        # (T5 glue_utils.get_glue_text_preprocessor casts ax as "mnli"). Its test
+        # set has no labels, so there is nothing to score locally (T5: no metrics).
+        benchmark="glue",
+        name="ax",
+        prefix="mnli",
+        input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+        label_words=("entailment", "neutral", "contradiction"),
+        metrics=(),
+        metric_to_optimize=None,
+        hub_path=GLUE_HUB_PATH,
+        hub_config="ax",
+        train_split=None,
+        validation_splits=(),
+        test_splits=("test",),
+        local_dir="diagnostic",
+        local_files=(("test", "diagnostic"),),
+        local_columns=(("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "label")),
+        submission_files=(("test", "AX.tsv"),),
+        submission_label_words=True,
+    ),
+)
 
 
 # --------------------------------------------------------------------------
@@ -561,152 +238,249 @@ register(TaskSpec(
 SUPERGLUE_HUB_PATH = "aps/super_glue"
 _SUPERGLUE_FILES = (("train", "train"), ("validation", "val"), ("test", "test"))
 _JSONL = ".jsonl"
-_FALSE_TRUE = ("False", "True")          # tfds label_classes of the yes/no tasks
-_FILE_FALSE_TRUE = ("false", "true")     # in the files (JSON booleans read the same)
+_FALSE_TRUE = ("False", "True")  # tfds label_classes of the yes/no tasks
+_FILE_FALSE_TRUE = ("false", "true")  # in the files (JSON booleans read the same)
 _NLI_2 = ("entailment", "not_entailment")
 
 
-def _same(*columns: str) -> tuple[tuple[str, str], ...]:
-    """local_columns where the file uses the hub's names."""
-    return tuple((c, c) for c in columns)
-
-
-register(TaskSpec(
-    benchmark="superglue", name="boolq", prefix="boolq",
-    input_fields=(("passage", "passage"), ("question", "question")),
-    label_words=_FALSE_TRUE,
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="boolq",
-    local_dir="BoolQ", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("passage", "question", "label"), local_label_values=_FILE_FALSE_TRUE,
-    submission_files=(("test", "BoolQ.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_FILE_FALSE_TRUE,
-))
-register(TaskSpec(
-    benchmark="superglue", name="cb", prefix="cb",
-    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-    label_words=("entailment", "contradiction", "neutral"),
-    # T5 SUPERGLUE_METRICS: mean_multiclass_f1(num_classes=3), accuracy.
-    metrics=("macro_f1", "accuracy"), metric_to_optimize="macro_f1",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="cb",
-    local_dir="CB", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("hypothesis", "premise", "label"),
-    submission_files=(("test", "CB.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=("entailment", "contradiction", "neutral"),
-))
-register(TaskSpec(
-    benchmark="superglue", name="copa", prefix="copa",
-    input_fields=(("choice1", "choice1"), ("choice2", "choice2"), ("premise", "premise"),
-                  ("question", "question")),
-    label_words=("choice1", "choice2"),
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="copa",
-    local_dir="COPA", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("choice1", "choice2", "premise", "question", "label"),
-    local_label_values=("0", "1"),
-    submission_files=(("test", "COPA.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=(0, 1),
-))
-register(TaskSpec(
-    benchmark="superglue", name="multirc", prefix="multirc",
-    # glue_utils: feature_names=("question", "answer", "paragraph"); preprocessors.glue
-    # removes the HTML markup: "<br>" -> " ", "<b>"/"</b>" -> "".
-    input_fields=(("question", "question"), ("answer", "answer"), ("paragraph", "paragraph")),
-    input_substitutions=(("<br>", " "), ("<(/)?b>", "")),
-    label_words=_FALSE_TRUE,
-    # T5: multirc_f1_over_all_answers (F1a), mean_group_metric(all_match) over questions (EM).
-    metrics=("f1a", "group_em"), metric_to_optimize="f1a",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="multirc",
-    idx_fields=("paragraph", "question", "answer"), group_by="question",
-    local_dir="MultiRC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("question", "answer", "paragraph", "label"),
-    local_label_values=("0", "1"), local_flatten="superglue_multirc",
-    submission_files=(("test", "MultiRC.jsonl"),), submission_format="superglue_multirc_jsonl",
-))
-register(TaskSpec(
-    benchmark="superglue", name="record", prefix="record",
-    # preprocessors.record: "record query: <q> entities: <e1>, <e2> passage: <p>", with
-    # "@highlight" lines of the passage turned into sentences; one training example per
-    # gold answer; eval takes the best answer (deduplicate_metric(squad)).
-    input_fields=(("query", "query"), ("entities", "entities"), ("passage", "passage")),
-    list_input_columns=("entities",),
-    input_substitutions=((r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 "), (r"\n@highlight\n", ". ")),
-    label_column="answers", multiple_answers=True, train_on_each_answer=True,
-    metrics=("squad_f1", "squad_em"), metric_to_optimize="squad_f1",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="record",
-    idx_fields=("passage", "query"),
-    local_dir="ReCoRD", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("query", "entities", "passage", "answers"),
-    local_flatten="superglue_record",
-    submission_files=(("test", "ReCoRD.jsonl"),), submission_format="superglue_jsonl",
-    submission_idx="query",
-))
-register(TaskSpec(
-    benchmark="superglue", name="rte", prefix="rte",
-    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-    label_words=_NLI_2,
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="rte",
-    local_dir="RTE", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("hypothesis", "premise", "label"),
-    submission_files=(("test", "RTE.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_NLI_2,
-))
-register(TaskSpec(
-    benchmark="superglue", name="wic", prefix="wic",
-    # glue_utils: feature_names=("sentence1", "sentence2", "word"); start/end offsets unused.
-    input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("word", "word")),
-    label_words=_FALSE_TRUE,
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="wic",
-    local_dir="WiC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    local_columns=_same("sentence1", "sentence2", "word", "label"),
-    local_label_values=_FILE_FALSE_TRUE,
-    submission_files=(("test", "WiC.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_FILE_FALSE_TRUE,
-))
-register(TaskSpec(
-    benchmark="superglue", name="wsc", prefix="wsc",
-    # preprocessors.wsc (glue_utils uses it for wsc.fixed): "wsc text: <text>" with
-    # " * " around the noun (span1) and " # " around the pronoun (span2).
-    input_fields=(("text", "text"),), example_transform="wsc_mark_spans",
-    label_words=_FALSE_TRUE,
-    metrics=("accuracy",), metric_to_optimize="accuracy",
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="wsc.fixed",
-    local_dir="WSC", local_suffix=_JSONL, local_files=_SUPERGLUE_FILES,
-    # The download nests the spans under "target".
-    local_columns=(("text", "text"), ("span1_index", "target.span1_index"),
-                   ("span2_index", "target.span2_index"), ("span1_text", "target.span1_text"),
-                   ("span2_text", "target.span2_text"), ("label", "label")),
-    local_label_values=_FILE_FALSE_TRUE,
-    # jiant's _write_winograd_preds writes "False"/"True" (BoolQ and WiC: "false"/"true").
-    submission_files=(("test", "WSC.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_FALSE_TRUE,
-))
-register(TaskSpec(
-    # The diagnostics are scored with an RTE model, so they read like RTE: glue_utils
-    # casts axb/axg as "rte" and rekeys axb's sentence1/sentence2 to premise/hypothesis.
-    benchmark="superglue", name="axb", prefix="rte",
-    input_fields=(("hypothesis", "sentence2"), ("premise", "sentence1")),
-    label_words=_NLI_2, metrics=(), metric_to_optimize=None,
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="axb",
-    train_split=None, validation_splits=(), test_splits=("test",),
-    local_dir="AX-b", local_suffix=_JSONL, local_files=(("test", "AX-b"),),
-    local_columns=_same("sentence1", "sentence2", "label"),
-    submission_files=(("test", "AX-b.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_NLI_2,
-))
-register(TaskSpec(
-    benchmark="superglue", name="axg", prefix="rte",
-    input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
-    label_words=_NLI_2, metrics=(), metric_to_optimize=None,
-    hub_path=SUPERGLUE_HUB_PATH, hub_config="axg",
-    train_split=None, validation_splits=(), test_splits=("test",),
-    local_dir="AX-g", local_suffix=_JSONL, local_files=(("test", "AX-g"),),
-    local_columns=_same("hypothesis", "premise", "label"),
-    submission_files=(("test", "AX-g.jsonl"),), submission_format="superglue_jsonl",
-    submission_labels=_NLI_2,
-))
+SUPERGLUE_TASKS = (
+    TaskSpec(
+        benchmark="superglue",
+        name="boolq",
+        prefix="boolq",
+        input_fields=(("passage", "passage"), ("question", "question")),
+        label_words=_FALSE_TRUE,
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="boolq",
+        long_inputs=True,  # passages
+        local_dir="BoolQ",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("passage", "passage"), ("question", "question"), ("label", "label")),
+        local_label_values=_FILE_FALSE_TRUE,
+        submission_files=(("test", "BoolQ.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_FILE_FALSE_TRUE,
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="cb",
+        prefix="cb",
+        input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+        label_words=("entailment", "contradiction", "neutral"),
+        # T5 SUPERGLUE_METRICS: mean_multiclass_f1(num_classes=3), accuracy.
+        metrics=("macro_f1", "accuracy"),
+        metric_to_optimize="macro_f1",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="cb",
+        small_train_set=True,  # 250 training examples
+        local_dir="CB",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("hypothesis", "hypothesis"), ("premise", "premise"), ("label", "label")),
+        submission_files=(("test", "CB.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=("entailment", "contradiction", "neutral"),
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="copa",
+        prefix="copa",
+        input_fields=(("choice1", "choice1"), ("choice2", "choice2"), ("premise", "premise"), ("question", "question")),
+        label_words=("choice1", "choice2"),
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="copa",
+        small_train_set=True,  # 400 training examples
+        local_dir="COPA",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(
+            ("choice1", "choice1"),
+            ("choice2", "choice2"),
+            ("premise", "premise"),
+            ("question", "question"),
+            ("label", "label"),
+        ),
+        local_label_values=("0", "1"),
+        submission_files=(("test", "COPA.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=(0, 1),
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="multirc",
+        prefix="multirc",
+        # glue_utils: feature_names=("question", "answer", "paragraph"); preprocessors.glue
+        # removes the HTML markup: "<br>" -> " ", "<b>"/"</b>" -> "".
+        input_fields=(("question", "question"), ("answer", "answer"), ("paragraph", "paragraph")),
+        input_substitutions=(("<br>", " "), ("<(/)?b>", "")),
+        label_words=_FALSE_TRUE,
+        # T5: multirc_f1_over_all_answers (F1a), mean_group_metric(all_match) over questions (EM).
+        metrics=("f1a", "group_em"),
+        metric_to_optimize="f1a",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="multirc",
+        long_inputs=True,  # passages
+        idx_fields=("paragraph", "question", "answer"),
+        group_by="question",
+        local_dir="MultiRC",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("question", "question"), ("answer", "answer"), ("paragraph", "paragraph"), ("label", "label")),
+        local_label_values=("0", "1"),
+        local_flatten="superglue_multirc",
+        submission_files=(("test", "MultiRC.jsonl"),),
+        submission_format="superglue_multirc_jsonl",
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="record",
+        prefix="record",
+        # preprocessors.record: "record query: <q> entities: <e1>, <e2> passage: <p>", with
+        # "@highlight" lines of the passage turned into sentences; one training example per
+        # gold answer; eval takes the best answer (deduplicate_metric(squad)).
+        input_fields=(("query", "query"), ("entities", "entities"), ("passage", "passage")),
+        list_input_columns=("entities",),
+        input_substitutions=((r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 "), (r"\n@highlight\n", ". ")),
+        label_column="answers",
+        multiple_answers=True,
+        train_on_each_answer=True,
+        metrics=("squad_f1", "squad_em"),
+        metric_to_optimize="squad_f1",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="record",
+        long_inputs=True,  # passages
+        idx_fields=("passage", "query"),
+        local_dir="ReCoRD",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("query", "query"), ("entities", "entities"), ("passage", "passage"), ("answers", "answers")),
+        local_flatten="superglue_record",
+        submission_files=(("test", "ReCoRD.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_idx="query",
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="rte",
+        prefix="rte",
+        input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+        label_words=_NLI_2,
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="rte",
+        small_train_set=True,  # 2,490 training examples
+        local_dir="RTE",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("hypothesis", "hypothesis"), ("premise", "premise"), ("label", "label")),
+        submission_files=(("test", "RTE.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_NLI_2,
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="wic",
+        prefix="wic",
+        # glue_utils: feature_names=("sentence1", "sentence2", "word"); start/end offsets unused.
+        input_fields=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("word", "word")),
+        label_words=_FALSE_TRUE,
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="wic",
+        small_train_set=True,  # 5,428 training examples
+        local_dir="WiC",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("word", "word"), ("label", "label")),
+        local_label_values=_FILE_FALSE_TRUE,
+        submission_files=(("test", "WiC.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_FILE_FALSE_TRUE,
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="wsc",
+        prefix="wsc",
+        # preprocessors.wsc (glue_utils uses it for wsc.fixed): "wsc text: <text>" with
+        # " * " around the noun (span1) and " # " around the pronoun (span2).
+        input_fields=(("text", "text"),),
+        example_transform="wsc_mark_spans",
+        label_words=_FALSE_TRUE,
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="wsc.fixed",
+        small_train_set=True,  # 554 training examples
+        local_dir="WSC",
+        local_suffix=_JSONL,
+        local_files=_SUPERGLUE_FILES,
+        # The download nests the spans under "target".
+        local_columns=(
+            ("text", "text"),
+            ("span1_index", "target.span1_index"),
+            ("span2_index", "target.span2_index"),
+            ("span1_text", "target.span1_text"),
+            ("span2_text", "target.span2_text"),
+            ("label", "label"),
+        ),
+        local_label_values=_FILE_FALSE_TRUE,
+        # jiant's _write_winograd_preds writes "False"/"True" (BoolQ and WiC: "false"/"true").
+        submission_files=(("test", "WSC.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_FALSE_TRUE,
+    ),
+    TaskSpec(
+        # The diagnostics are scored with an RTE model, so they read like RTE: glue_utils
+        # casts axb/axg as "rte" and rekeys axb's sentence1/sentence2 to premise/hypothesis.
+        benchmark="superglue",
+        name="axb",
+        prefix="rte",
+        input_fields=(("hypothesis", "sentence2"), ("premise", "sentence1")),
+        label_words=_NLI_2,
+        metrics=(),
+        metric_to_optimize=None,
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="axb",
+        train_split=None,
+        validation_splits=(),
+        test_splits=("test",),
+        local_dir="AX-b",
+        local_suffix=_JSONL,
+        local_files=(("test", "AX-b"),),
+        local_columns=(("sentence1", "sentence1"), ("sentence2", "sentence2"), ("label", "label")),
+        submission_files=(("test", "AX-b.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_NLI_2,
+    ),
+    TaskSpec(
+        benchmark="superglue",
+        name="axg",
+        prefix="rte",
+        input_fields=(("hypothesis", "hypothesis"), ("premise", "premise")),
+        label_words=_NLI_2,
+        metrics=(),
+        metric_to_optimize=None,
+        hub_path=SUPERGLUE_HUB_PATH,
+        hub_config="axg",
+        train_split=None,
+        validation_splits=(),
+        test_splits=("test",),
+        local_dir="AX-g",
+        local_suffix=_JSONL,
+        local_files=(("test", "AX-g"),),
+        local_columns=(("hypothesis", "hypothesis"), ("premise", "premise"), ("label", "label")),
+        submission_files=(("test", "AX-g.jsonl"),),
+        submission_format="superglue_jsonl",
+        submission_labels=_NLI_2,
+    ),
+)
 
 
 # --------------------------------------------------------------------------
@@ -719,271 +493,131 @@ ROUGE = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TRANSLATION_METRICS = ("bleu", "chrf")
 SQUAD_METRICS = ("squad_em", "squad_f1")
 
-register(TaskSpec(
-    benchmark="summarization", name="xsum", prefix="summarize:",
-    input_fields=(("", "document"),), label_column="summary",
-    metrics=ROUGE, metric_to_optimize="rougeL",
-    hub_path="EdinburghNLP/xsum",
-))
-register(TaskSpec(
-    benchmark="summarization", name="cnn_dailymail", prefix="summarize:",
-    input_fields=(("", "article"),), label_column="highlights",
-    metrics=ROUGE, metric_to_optimize="rougeL",
-    hub_path="abisee/cnn_dailymail", hub_config="3.0.0",
-))
-register(TaskSpec(
-    benchmark="translation", name="wmt16_en_ro", prefix="translate English to Romanian:",
-    input_fields=(("", "translation.en"),), label_column="translation.ro",
-    metrics=TRANSLATION_METRICS, metric_to_optimize="bleu",
-    hub_path="wmt/wmt16", hub_config="ro-en",
-))
-register(TaskSpec(
-    benchmark="translation", name="wmt16_ro_en", prefix="translate Romanian to English:",
-    input_fields=(("", "translation.ro"),), label_column="translation.en",
-    metrics=TRANSLATION_METRICS, metric_to_optimize="bleu",
-    hub_path="wmt/wmt16", hub_config="ro-en",
-))
-register(TaskSpec(
-    benchmark="qa", name="squad", prefix="",
-    input_fields=(("question", "question"), ("context", "context")),
-    label_column="answers.text", multiple_answers=True,
-    metrics=SQUAD_METRICS, metric_to_optimize="squad_f1",
-    hub_path="rajpurkar/squad", test_splits=(),
-))
-
-# --benchmark custom: --dataset_name picks the metric set; the prefix comes from --prefix.
-for _name, _metrics, _optimize in (
-        (CUSTOM, ("accuracy",), "accuracy"),  # exact match of the whole text
-        ("summarization", ROUGE, "rougeL"),
-        ("translation", TRANSLATION_METRICS, "bleu"),
-        ("qa", SQUAD_METRICS, "squad_f1")):
-    register(TaskSpec(
-        benchmark=CUSTOM, name=_name, prefix="",
-        input_fields=(("", "source"),), label_column="target",
-        # qa: the target may list several gold answers (a JSON list); the first is trained on.
-        multiple_answers=_name == "qa",
-        metrics=_metrics, metric_to_optimize=_optimize,
-        hub_path=None, validation_splits=("validation",), test_splits=("test",)))
+TEXT_TASKS = (
+    TaskSpec(
+        benchmark="summarization",
+        name="xsum",
+        prefix="summarize:",
+        input_fields=(("", "document"),),
+        label_column="summary",
+        metrics=ROUGE,
+        metric_to_optimize="rougeL",
+        hub_path="EdinburghNLP/xsum",
+    ),
+    TaskSpec(
+        benchmark="summarization",
+        name="cnn_dailymail",
+        prefix="summarize:",
+        input_fields=(("", "article"),),
+        label_column="highlights",
+        metrics=ROUGE,
+        metric_to_optimize="rougeL",
+        hub_path="abisee/cnn_dailymail",
+        hub_config="3.0.0",
+    ),
+    TaskSpec(
+        benchmark="translation",
+        name="wmt16_en_ro",
+        prefix="translate English to Romanian:",
+        input_fields=(("", "translation.en"),),
+        label_column="translation.ro",
+        metrics=TRANSLATION_METRICS,
+        metric_to_optimize="bleu",
+        hub_path="wmt/wmt16",
+        hub_config="ro-en",
+    ),
+    TaskSpec(
+        benchmark="translation",
+        name="wmt16_ro_en",
+        prefix="translate Romanian to English:",
+        input_fields=(("", "translation.ro"),),
+        label_column="translation.en",
+        metrics=TRANSLATION_METRICS,
+        metric_to_optimize="bleu",
+        hub_path="wmt/wmt16",
+        hub_config="ro-en",
+    ),
+    TaskSpec(
+        benchmark="qa",
+        name="squad",
+        prefix="",
+        input_fields=(("question", "question"), ("context", "context")),
+        label_column="answers.text",
+        multiple_answers=True,
+        metrics=SQUAD_METRICS,
+        metric_to_optimize="squad_f1",
+        hub_path="rajpurkar/squad",
+        test_splits=(),
+    ),
+)
 
 
 # --------------------------------------------------------------------------
-# Functions generated from a record
+# --benchmark custom: --dataset_name picks the metric set; the prefix comes from --prefix
+# (t5kit.tasks.custom_task).
 
-def read_path(example: Mapping[str, Any], path: str) -> Any:
-    """example["translation"]["en"] for "translation.en"; a KeyError names the missing part."""
-    value: Any = example
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            have = sorted(value) if isinstance(value, Mapping) else type(value).__name__
-            raise KeyError(f"no column {path!r}; it has {have}")
-        value = value[part]
-    return value
-
-
-def _column(spec: TaskSpec, example: Mapping[str, Any], column: str) -> Any:
-    try:
-        return read_path(example, column)
-    except KeyError as err:
-        raise ValueError(f"task {spec.full_name}: example has {err.args[0]}") from None
-
-
-def format_source(spec: TaskSpec, example: Mapping[str, Any]) -> str:
-    """The model input text (T5 preprocessors.glue: parts joined by one space).
-
-    mnli: {"premise": "A man eats.", "hypothesis": "Someone eats.", "label": 0}
-      -> "mnli hypothesis: Someone eats. premise: A man eats."
-    Values are written verbatim (no stripping), as T5 does. A list column
-    (spec.list_input_columns) is joined with ", "; spec.example_transform runs
-    before and spec.input_substitutions after the joining.
-    """
-    if spec.example_transform is not None:
-        example = TRANSFORMS[spec.example_transform](example)
-    parts = [spec.prefix] if spec.prefix else []
-    for shown, column in spec.input_fields:
-        value = _column(spec, example, column)
-        if column in spec.list_input_columns and isinstance(value, (list, tuple)) \
-                and all(isinstance(v, str) for v in value):
-            value = LIST_SEPARATOR.join(value)
-        if not isinstance(value, str):
-            raise ValueError(f"task {spec.full_name}: column {column!r} holds "
-                             f"{type(value).__name__}, expected text")
-        if shown:
-            parts.append(f"{shown}:")
-        parts.append(value)
-    text = " ".join(parts)
-    for pattern, replacement in spec.input_substitutions:
-        text = re.sub(pattern, replacement, text)
-    return text
-
-
-def format_target(spec: TaskSpec, example: Mapping[str, Any]) -> str:
-    """The target text.
-
-    sst2 {"label": 1} -> "positive"; stsb {"label": 3.79} -> "3.8";
-    a label outside the label set (including UNLABELED, -1) -> ValueError.
-    multiple_answers (record, squad): the first gold answer.
-    """
-    value = _column(spec, example, spec.label_column)
-    if spec.multiple_answers:
-        answers = _answers(spec, value)
-        if not answers:
-            raise ValueError(f"task {spec.full_name}: example has no gold answer "
-                             "(an unlabeled test example?)")
-        return answers[0]
-    if spec.label_words is not None:
-        # bool is an int subclass; reject it along with floats and strings.
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-                or not 0 <= value < len(spec.label_words):
-            hint = " (an unlabeled test example?)" if value == UNLABELED else ""
-            raise ValueError(
-                f"task {spec.full_name}: label {value!r} is outside the label set "
-                f"0..{len(spec.label_words) - 1} {list(spec.label_words)}{hint}")
-        return spec.label_words[int(value)]
-    if spec.regression is not None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not spec.regression.contains(float(value)):
-            raise ValueError(
-                f"task {spec.full_name}: score {value!r} is outside "
-                f"[{spec.regression.low}, {spec.regression.high}]")
-        return spec.regression.format(float(value))
-    if not isinstance(value, str):
-        raise ValueError(f"task {spec.full_name}: target {value!r} is not text")
-    return value
+CUSTOM_TASKS = (
+    TaskSpec(
+        benchmark=CUSTOM,
+        name=CUSTOM,
+        prefix="",
+        input_fields=(("", "source"),),
+        label_column="target",
+        metrics=("accuracy",),
+        metric_to_optimize="accuracy",  # exact match of the whole text
+        hub_path=None,
+        validation_splits=("validation",),
+        test_splits=("test",),
+    ),
+    TaskSpec(
+        benchmark=CUSTOM,
+        name="summarization",
+        prefix="",
+        input_fields=(("", "source"),),
+        label_column="target",
+        metrics=ROUGE,
+        metric_to_optimize="rougeL",
+        hub_path=None,
+        validation_splits=("validation",),
+        test_splits=("test",),
+    ),
+    TaskSpec(
+        benchmark=CUSTOM,
+        name="translation",
+        prefix="",
+        input_fields=(("", "source"),),
+        label_column="target",
+        metrics=TRANSLATION_METRICS,
+        metric_to_optimize="bleu",
+        hub_path=None,
+        validation_splits=("validation",),
+        test_splits=("test",),
+    ),
+    TaskSpec(
+        benchmark=CUSTOM,
+        name="qa",
+        prefix="",
+        input_fields=(("", "source"),),
+        label_column="target",
+        # The target may list several gold answers (a JSON list); the first is trained on.
+        multiple_answers=True,
+        metrics=SQUAD_METRICS,
+        metric_to_optimize="squad_f1",
+        hub_path=None,
+        validation_splits=("validation",),
+        test_splits=("test",),
+    ),
+)
 
 
-def _answers(spec: TaskSpec, value: Any) -> list[str]:
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"task {spec.full_name}: {spec.label_column!r} must be a list of "
-                         f"texts, got {value!r}")
-    return list(value)
+# --------------------------------------------------------------------------
+# The table: DATASET_VALS[benchmark][name], benchmarks and tasks in the order above.
 
+# Tasks in the dict shape other T5 scripts document, pasted as they are; t5kit.tasks.register's docstring lists the
+# keys: {"my_bench": {"my_task": {"prefix": ..., "text_column_name": ..., "label_column_name": ...,
+#        "metric_names": [...], "metric_to_optimize": ..., "labels": {0: ..., 1: ...}}}}
+PASTED_TASKS: dict[str, dict[str, dict]] = {}
 
-def references_of(spec: TaskSpec, example: Mapping[str, Any]) -> list[str]:
-    """Every gold target text of a labeled example: the answer list of a
-    multiple_answers task (ReCoRD, SQuAD), else [format_target(...)]."""
-    if spec.multiple_answers:
-        return _answers(spec, _column(spec, example, spec.label_column))
-    return [format_target(spec, example)]
-
-
-def group_of(spec: TaskSpec, example: Mapping[str, Any]) -> str:
-    """The metric group of an example: its idx[group_by] (MultiRC: the question), as text."""
-    if spec.group_by is None:
-        raise ValueError(f"task {spec.full_name} has no group_by")
-    return str(_column(spec, example, f"idx.{spec.group_by}"))
-
-
-def postprocess(spec: TaskSpec, text: str) -> int | float | str:
-    """Decoded model text -> label value (T5 postprocessors).
-
-    Classification: the index of the label word after stripping whitespace;
-      sst2 " positive" -> 1, "maybe" -> INVALID, "positive positive" -> INVALID.
-    Regression: the float, "3.8" -> 3.8; text that is no number, or a number
-      outside the score range ("7.0", "nan"), -> INVALID.
-    Free text: the text unchanged.
-    """
-    if spec.label_words is not None:
-        word = text.strip()
-        return spec.label_words.index(word) if word in spec.label_words else INVALID
-    if spec.regression is not None:
-        try:
-            value = float(text.strip())
-        except ValueError:
-            return INVALID
-        return value if spec.regression.contains(value) else INVALID
-    return text
-
-
-def compute_task_metrics(spec: TaskSpec, predicted_texts: Sequence[str],
-                         target_texts: Sequence[str],
-                         references: Sequence[Sequence[str]] | None = None,
-                         groups: Sequence[str] | None = None) -> dict[str, float]:
-    """Score decoded predictions against target texts, both postprocessed.
-
-    Returns each metric in spec.metrics on a 0-100 scale, plus
-    ``invalid_rate``: the percent (0-100, like the metrics) of predictions
-    that are no valid label. Invalid predictions are scored as wrong, never
-    dropped: accuracy never matches them; binary f1/mcc replace them by the
-    label opposite to the gold one; a regression replaces them by the end of
-    the score range farthest from the gold score (0.0 for gold 4.2 on STS-B).
-
-    sst2: predictions ["positive", "maybe"], targets ["positive", "positive"]
-      -> {"accuracy": 50.0, "invalid_rate": 50.0}
-
-    Text metrics (ROUGE, BLEU, SQuAD) compare each prediction with its
-    ``references`` (all gold texts; default [target]); group metrics (MultiRC
-    EM) need ``groups``, one group id per example (references_of, group_of).
-    """
-    if len(predicted_texts) != len(target_texts):
-        raise ValueError(f"got {len(predicted_texts)} predictions but "
-                         f"{len(target_texts)} targets")
-    if not predicted_texts:
-        raise ValueError("cannot compute metrics on zero examples")
-    predictions = [postprocess(spec, text) for text in predicted_texts]
-    free_text = spec.label_words is None and spec.regression is None
-    invalid = 0 if free_text else sum(p == INVALID for p in predictions)
-    results = {}
-    if spec.metrics:
-        targets = [postprocess(spec, text) for text in target_texts]
-        for i, target in enumerate(targets):
-            if not free_text and target == INVALID:
-                raise ValueError(f"task {spec.full_name}: target {i} "
-                                 f"{target_texts[i]!r} is not a valid target")
-        if spec.regression is not None:
-            predictions = replace_invalid_scores(
-                targets, predictions, spec.regression.low, spec.regression.high)
-        if references is None:
-            references = [[text] for text in target_texts]
-        if len(references) != len(predictions):
-            raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
-        for name in spec.metrics:
-            if name in TEXT_METRICS:
-                results[name] = METRICS[name](references, predictions)
-            elif name in GROUP_METRICS:
-                if groups is None:
-                    raise ValueError(f"task {spec.full_name}: metric {name!r} needs groups")
-                results[name] = METRICS[name](targets, predictions, groups)
-            else:
-                results[name] = METRICS[name](targets, predictions)
-    results["invalid_rate"] = PERCENT * invalid / len(predictions)
-    return results
-
-
-def task_score(spec: TaskSpec, metrics: Mapping[str, float]) -> float:
-    """A task's score in a benchmark average: the mean of its metrics (MRPC: F1 and accuracy; STS-B: Pearson and
-    Spearman), as the GLUE/SuperGLUE leaderboards and the T5 paper's benchmark averages count a task with two metrics.
-
-    >>> task_score(get_task("superglue", "cb"), {"macro_f1": 50.0, "accuracy": 70.0, "loss": 0.9})
-    60.0
-    """
-    return float(sum(metrics[name] for name in spec.metrics) / len(spec.metrics))
-
-
-def label_candidates(spec: TaskSpec) -> list[str] | None:
-    """The label words for rank classification; None for regression/free text.
-
-    mnli -> ["entailment", "neutral", "contradiction"]
-    """
-    return list(spec.label_words) if spec.label_words is not None else None
-
-
-def target_candidates(spec: TaskSpec) -> list[str] | None:
-    """Every possible target text: the label words, or the 26 STS-B scores
-    "0.0" ... "5.0"; None for free text."""
-    if spec.label_words is not None:
-        return list(spec.label_words)
-    if spec.regression is not None:
-        return spec.regression.candidates()
-    return None
-
-
-def max_target_length(spec: TaskSpec, tokenizer) -> int | None:
-    """Longest target in tokens (EOS included) under ``tokenizer``; None for
-    free text, where the caller must choose a length.
-
-    With ByT5Tokenizer(): sst2 -> len("positive" / "negative") + EOS = 9.
-    """
-    candidates = target_candidates(spec)
-    if candidates is None:
-        return None
-    return max(len(tokenizer(text)["input_ids"]) for text in candidates)
+DATASET_VALS: dict[str, dict[str, TaskSpec]] = task_table(
+    GLUE_TASKS + SUPERGLUE_TASKS + TEXT_TASKS + CUSTOM_TASKS + tuple(tasks_from_dict(PASTED_TASKS))
+)

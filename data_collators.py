@@ -28,9 +28,13 @@ import torch
 LABEL_PAD_ID = -100
 # Token string of the n-th sentinel in every T5 / ByT5 vocabulary.
 SENTINEL_TEMPLATE = "<extra_id_{}>"
-# Defaults of the T5 paper's pre-training objective (Raffel et al. 2020, section 3.1.4).
+# Defaults of the T5 paper's pre-training objective (Raffel et al. 2020, section 3.1.4); this module owns them, the
+# pre-training flags (--noise_density, --mean_noise_span_length, --input_length) take their defaults from here.
 DEFAULT_NOISE_DENSITY = 0.15
 DEFAULT_MEAN_NOISE_SPAN_LENGTH = 3.0
+DEFAULT_INPUT_LENGTH = 512  # encoder input length after corruption: raw blocks of 568 tokens, targets of 114
+# Longest input length searched for the shortest one that works, when a too short one is refused.
+_LONGEST_SUGGESTED_INPUT = 4096
 
 # splitmix64 constants (Steele, Lea & Flood 2014; the seeding hash of xoshiro / java.util.SplittableRandom).
 _MASK64 = (1 << 64) - 1
@@ -42,11 +46,12 @@ _NOISE_STREAM = 1
 _NONNOISE_STREAM = 2
 
 
-def _check_noise_args(noise_density: float, mean_noise_span_length: float) -> None:
+def _check_noise_args(noise_density: float, mean_noise_span_length: float, prefix: str = "") -> None:
+    """A ValueError naming the setting (`prefix` + its name: "--" names the command-line flag) that is out of range."""
     if not 0.0 < noise_density < 1.0:
-        raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
+        raise ValueError(f"{prefix}noise_density must be in (0, 1), got {noise_density}")
     if not mean_noise_span_length >= 1.0:
-        raise ValueError(f"mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
+        raise ValueError(f"{prefix}mean_noise_span_length must be >= 1, got {mean_noise_span_length}")
 
 
 def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
@@ -110,6 +115,40 @@ def check_span_corruption_lengths(
     return raw_length, num_spans
 
 
+def check_span_corruption_settings(
+    input_length: int = DEFAULT_INPUT_LENGTH,
+    noise_density: float = DEFAULT_NOISE_DENSITY,
+    mean_noise_span_length: float = DEFAULT_MEAN_NOISE_SPAN_LENGTH,
+    prefix: str = "",
+) -> tuple[int, int]:
+    """(raw length, target length) of span corruption with these settings, as T5DataCollator computes them; a
+    one-line ValueError naming the setting at fault otherwise (each name preceded by `prefix`: "--" for the
+    command-line flags of pre_train_t5.py, which check their values here before any data is read).
+
+    check_span_corruption_settings(3, prefix="--") -> ValueError: --input_length 3 is too short for span corruption
+      with --noise_density 0.15 and --mean_noise_span_length 3.0; the shortest that works is 10
+    """
+    _check_noise_args(noise_density, mean_noise_span_length, prefix)
+
+    def lengths(n: int) -> tuple[int, int] | None:
+        try:
+            raw_length, target_length = compute_input_and_target_lengths(n, noise_density, mean_noise_span_length)
+            check_span_corruption_lengths(n, target_length, noise_density, mean_noise_span_length)
+        except ValueError:
+            return None
+        return raw_length, target_length
+
+    found = lengths(input_length)
+    if found is None:
+        shortest = next((n for n in range(max(input_length + 1, 2), _LONGEST_SUGGESTED_INPUT) if lengths(n)), None)
+        raise ValueError(
+            f"{prefix}input_length {input_length} is too short for span corruption with {prefix}noise_density "
+            f"{noise_density} and {prefix}mean_noise_span_length {mean_noise_span_length}"
+            + (f"; the shortest that works is {shortest}" if shortest else "")
+        )
+    return found
+
+
 _SHIFT30, _SHIFT27, _SHIFT31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
@@ -126,7 +165,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 
 def _splitmix64_int(x: int) -> int:
-    """`_splitmix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost (for small batches)."""
+    """`_splitmix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost (small batches)."""
     z = (x + 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
@@ -304,6 +343,10 @@ class T5DataCollator:
     attention_mask (B, input_length) and labels (B, target_length), padded with the
     pad id / 0 / LABEL_PAD_ID. T5ForConditionalGeneration builds decoder inputs from labels.
 
+    The collator owns the lengths: `raw_length` (the block length packing must produce) and, unless given,
+    `target_length` follow from input_length, noise_density and mean_noise_span_length
+    (`check_span_corruption_settings`).
+
     Example (raw_length 8, the mask [. . X X . . . X]):
         input_ids [a b c d e f g h] -> input_ids [a b <extra_id_0> e f g <extra_id_1> </s> pad..]
                                         labels    [<extra_id_0> c d <extra_id_1> h </s> -100..]
@@ -312,8 +355,8 @@ class T5DataCollator:
     tokenizer: Any
     noise_density: float = DEFAULT_NOISE_DENSITY
     mean_noise_span_length: float = DEFAULT_MEAN_NOISE_SPAN_LENGTH
-    input_length: int = 512
-    target_length: int = 114
+    input_length: int = DEFAULT_INPUT_LENGTH
+    target_length: int | None = None  # None: the length the targets need (114 for the defaults)
     seed: int = 0
     epoch: int = 0
     # Derived in __post_init__.
@@ -322,6 +365,10 @@ class T5DataCollator:
     _examples_seen: int = dataclasses.field(init=False, default=0, repr=False)
 
     def __post_init__(self):
+        if self.target_length is None:
+            self.target_length = check_span_corruption_settings(
+                self.input_length, self.noise_density, self.mean_noise_span_length
+            )[1]
         self.raw_length, num_spans = check_span_corruption_lengths(
             self.input_length, self.target_length, self.noise_density, self.mean_noise_span_length
         )

@@ -5,7 +5,7 @@ calls them ``y_true, y_pred``) and returns one float on a 0-100 scale, as the
 T5 paper reports GLUE scores (t5/evaluation/metrics.py multiplies by 100).
 
 Targets are always valid values. A prediction may be ``INVALID`` (-1): the
-model generated text that is no label word (see ``constants.postprocess``).
+model generated text that is no label word (see ``t5kit.tasks.postprocess``).
 Invalid predictions are scored as wrong, never dropped:
 
 - ``accuracy``: INVALID never equals a target, so it counts as wrong.
@@ -66,12 +66,10 @@ def _check_lengths(targets: Sequence, predictions: Sequence) -> None:
     if len(targets) == 0:
         raise ValueError("cannot compute a metric on zero examples")
     if len(targets) != len(predictions):
-        raise ValueError(
-            f"got {len(targets)} targets but {len(predictions)} predictions")
+        raise ValueError(f"got {len(targets)} targets but {len(predictions)} predictions")
 
 
-def _replace_invalid_binary(targets: Sequence[int],
-                            predictions: Sequence[int]) -> np.ndarray:
+def _replace_invalid_binary(targets: Sequence[int], predictions: Sequence[int]) -> np.ndarray:
     """Binary labels: a prediction outside {0, 1} becomes ``1 - target``.
 
     Example: targets [1, 0, 1], predictions [1, -1, -1] -> [1, 1, 0].
@@ -104,8 +102,9 @@ def f1(targets: Sequence[int], predictions: Sequence[int]) -> float:
         raise ValueError("f1 needs binary targets (0/1); use macro_f1")
     predictions = _replace_invalid_binary(targets, predictions)
     # No positive prediction and no positive target: sklearn warns and says 0.
-    return PERCENT * float(sklearn.metrics.f1_score(
-        targets, predictions, pos_label=1, average="binary", zero_division=0.0))
+    return PERCENT * float(
+        sklearn.metrics.f1_score(targets, predictions, pos_label=1, average="binary", zero_division=0.0)
+    )
 
 
 def mcc(targets: Sequence[int], predictions: Sequence[int]) -> float:
@@ -129,10 +128,10 @@ def macro_f1(targets: Sequence[int], predictions: Sequence[int]) -> float:
     macro_f1([0, 1, 2], [0, 1, -1]) -> mean(1, 1, 0) = 66.66...
     """
     _check_lengths(targets, predictions)
-    labels = sorted({int(t) for t in targets}
-                    | {int(p) for p in predictions if p != INVALID})
-    return PERCENT * float(sklearn.metrics.f1_score(
-        targets, predictions, labels=labels, average="macro", zero_division=0.0))
+    labels = sorted({int(t) for t in targets} | {int(p) for p in predictions if p != INVALID})
+    return PERCENT * float(
+        sklearn.metrics.f1_score(targets, predictions, labels=labels, average="macro", zero_division=0.0)
+    )
 
 
 def _correlation(fn, targets: Sequence[float], predictions: Sequence[float]) -> float:
@@ -165,8 +164,9 @@ def spearman(targets: Sequence[float], predictions: Sequence[float]) -> float:
     return _correlation(scipy.stats.spearmanr, targets, predictions)
 
 
-def replace_invalid_scores(targets: Sequence[float], predictions: Sequence[float],
-                           low: float, high: float) -> list[float]:
+def replace_invalid_scores(
+    targets: Sequence[float], predictions: Sequence[float], low: float, high: float
+) -> list[float]:
     """Replace each prediction outside [low, high] (INVALID, NaN, 7.0) by the
     end of the range farthest from its gold score: the worst valid guess.
 
@@ -198,6 +198,7 @@ def group_em(targets: Sequence, predictions: Sequence, groups: Sequence | None =
 
 # --------------------------------------------------------------------------
 # Text metrics: (references, predictions), references[i] = list of gold texts.
+
 
 def _check_references(references: Sequence[Sequence[str]], predictions: Sequence[str]) -> None:
     _check_lengths(references, predictions)
@@ -242,8 +243,7 @@ def squad_em(references: Sequence[Sequence[str]], predictions: Sequence[str]) ->
     squad_em([["the cat", "a dog"]], ["Dog."]) -> 100.0
     """
     _check_references(references, predictions)
-    hits = [max(normalize_answer(g) == normalize_answer(p) for g in golds)
-            for golds, p in zip(references, predictions)]
+    hits = [max(normalize_answer(g) == normalize_answer(p) for g in golds) for golds, p in zip(references, predictions)]
     return PERCENT * sum(hits) / len(hits)
 
 

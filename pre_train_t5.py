@@ -14,7 +14,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_collators import T5DataCollator, compute_input_and_target_lengths
+from transformers import TrainerCallback
+
+from data_collators import T5DataCollator
 from t5kit.args import ModelArguments, T5TrainingArguments, UsageError, is_main_process, parse_args
 from t5kit.corpus import (
     CorpusReport,
@@ -34,7 +36,7 @@ from t5kit.training import (
     run_main,
     start_run,
     token_accuracy_metrics,
-    train_and_save,
+    train_evaluate_save,
 )
 
 logger = logging.getLogger("pre_train_t5")
@@ -54,7 +56,8 @@ class PretrainingArguments(T5TrainingArguments):
     include_num_input_tokens_seen: str = field(default="all", metadata={"help": "Count input tokens for tokens/s."})
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -> dict:
+    """Runs one pre-training job; `callbacks` are added to the Trainer's (see T5Trainer for the on_trainer hook)."""
     model_args, data_args, train_args = parse_args((ModelArguments, PretrainDataArguments, PretrainingArguments), argv)
     if data_args.streaming and train_args.max_steps <= 0:
         raise UsageError("--streaming needs --max_steps: a stream has no length to count epochs by")
@@ -70,18 +73,27 @@ def main(argv: list[str] | None = None) -> dict:
         group="pretrain",
         flag_groups=(model_args, data_args),
     )
-    raw_length, target_length = compute_input_and_target_lengths(
-        data_args.input_length, data_args.noise_density, data_args.mean_noise_span_length
-    )
-    logger.info(
-        "span corruption: %d raw tokens -> %d input / %d target tokens", raw_length, data_args.input_length, target_length
-    )
-
     report = CorpusReport()
     with train_args.main_process_first(desc="reading the corpus"):
         docs = drop_empty_documents(load_documents(data_args), report, data_args.preprocessing_num_workers)
     tokenizer = resolve_tokenizer(
         model_args, train_args, lambda: iter_texts(docs, TOKENIZER_TRAINING_DOCS), needs_sentinels=True
+    )
+    # The collator owns the span-corruption lengths (the flags were checked by it before any data was read): packing
+    # cuts blocks of its raw length.
+    collator = T5DataCollator(
+        tokenizer=tokenizer,
+        noise_density=data_args.noise_density,
+        mean_noise_span_length=data_args.mean_noise_span_length,
+        input_length=data_args.input_length,
+        seed=train_args.seed,
+    )
+    raw_length, target_length = collator.raw_length, collator.target_length
+    logger.info(
+        "span corruption: %d raw tokens -> %d input / %d target tokens",
+        raw_length,
+        collator.input_length,
+        target_length,
     )
     model = load_model(model_args, tokenizer, default_dropout=PRETRAIN_DROPOUT)
     if is_main_process():
@@ -103,14 +115,6 @@ def main(argv: list[str] | None = None) -> dict:
             report.tokens_dropped_by_packing,
         )
     wrap = StreamIndexedBlocks if data_args.streaming else EpochIndexedBlocks
-    collator = T5DataCollator(
-        tokenizer=tokenizer,
-        noise_density=data_args.noise_density,
-        mean_noise_span_length=data_args.mean_noise_span_length,
-        input_length=data_args.input_length,
-        target_length=target_length,
-        seed=train_args.seed,
-    )
     preprocess_logits, compute_metrics = token_accuracy_metrics()
     trainer = T5Trainer(
         model=model,
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess_logits,
+        callbacks=list(callbacks),
     )
     extra = {
         **report.as_dict(),
@@ -129,9 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
         "target_length": target_length,
         "model_parameters": sum(p.numel() for p in model.parameters()),
     }
-    results = train_and_save(trainer, tokenizer, resume, extra_results=extra)
+    results = train_evaluate_save(trainer, tokenizer, resume, extra_results=extra)
     if trainer.is_world_process_zero():
-        summary = ", ".join(f"{k}={results[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_span_accuracy") if k in results)
+        summary = ", ".join(
+            f"{k}={results[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_span_accuracy") if k in results
+        )
         print(f"\nrun folder: {Path(train_args.output_dir).resolve()}\n{summary}")
     return results
 

@@ -1,7 +1,7 @@
 """T5 attention, forward + backward: the `blocked` implementation (t5kit/attention.py) against SDPA as T5 calls it.
 
-    .venv/bin/python bench/attention.py                      # the pre-training benchmark's shapes, ~40 s
-    .venv/bin/python bench/attention.py --quick --output /tmp/a.md
+    .venv/bin/python -m bench.attention                      # the pre-training benchmark's shapes, ~40 s
+    .venv/bin/python -m bench.attention --quick --output /tmp/a.md
 
 Shapes: the `mini` model of bench/pretrain_throughput.py (8 heads of 32, batch 8) at its lengths: encoder
 self-attention 512 x 512 with the learned position bias (which needs a gradient), decoder self-attention 114 x 114
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (offline switches, repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 import torch  # noqa: E402
 from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
@@ -147,7 +145,7 @@ def main(argv=None) -> dict:
     lines = [
         "## Attention: blocked vs SDPA (forward + backward)",
         "",
-        f"Command: `.venv/bin/python bench/attention.py{' --quick' if args.quick else ''}`",
+        f"Command: `.venv/bin/python -m bench.attention{' --quick' if args.quick else ''}`",
         "",
         f"Batch {batch}, {HEADS} heads of {HEAD_DIM}, {dtype_name} inputs, median of {args.repeats} interleaved"
         " rounds.",
@@ -158,14 +156,14 @@ def main(argv=None) -> dict:
         f" ({enc['sdpa'] * 1e3:.0f} ms -> {enc['blocked'] * 1e3:.0f} ms per layer, forward + backward); error vs"
         f" float64: sdpa {enc['sdpa_error']:.1e}, blocked {enc['blocked_error']:.1e} (the largest over the output and"
         " the q, k, v, bias gradients).",
-        "- Error = max |x - x_float64| / max |x_float64|; bf16 inputs and outputs carry bf16's own rounding"
-        " (2^-8).",
+        "- Error = max |x - x_float64| / max |x_float64|; bf16 inputs and outputs carry bf16's own rounding (2^-8).",
         "",
         "Block-size sweep (encoder shape, blocked):",
         "",
         sweep_table,
-        *common.report_tail(max(r["contention"] or 0.0 for r in rows), "while this ran: ratios hold better than"
-                            " times."),
+        *common.report_tail(
+            max(r["contention"] or 0.0 for r in rows), "while this ran: ratios hold better than times."
+        ),
         "",
         f"_{time.perf_counter() - started:.0f} s_",
     ]

@@ -1,7 +1,7 @@
 """Span-corruption collator speed: the vectorised `data_collators.T5DataCollator` against the per-example recipe.
 
-    .venv/bin/python bench/collator.py                        # batch 64 x 568 raw tokens (512 inputs), ~30 s
-    .venv/bin/python bench/collator.py --quick --output /tmp/c.md
+    .venv/bin/python -m bench.collator                        # batch 64 x 568 raw tokens (512 inputs), ~30 s
+    .venv/bin/python -m bench.collator --quick --output /tmp/c.md
 
 Both collators get the very same examples (dicts with a 568-token `input_ids` numpy row, `idx`, `epoch`, as
 `EpochIndexedBlocks` yields them) and the same settings (noise density 0.15, mean span length 3, inputs 512,
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (offline switches, repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 import numpy as np  # noqa: E402
-from plain_collator import PerExampleSpanCorruptionCollator, check_span_corruption  # noqa: E402
+from bench.plain_collator import PerExampleSpanCorruptionCollator, check_span_corruption  # noqa: E402
 
 import data_collators as dc  # noqa: E402
 
@@ -158,7 +156,7 @@ def _share(value) -> str:
 def render(args, summary: dict, machine: dict) -> str:
     raw, results = summary["raw_length"], summary["results"]
     head = summary["headline"]
-    command = "`.venv/bin/python bench/collator.py" + (" --quick`" if args.quick else "`")
+    command = "`.venv/bin/python -m bench.collator" + (" --quick`" if args.quick else "`")
     lines = [
         "## Span-corruption collator: vectorised T5DataCollator vs the per-example recipe",
         "",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -26,10 +25,7 @@ REPO = BENCH.parent
 RESULTS_DIR = BENCH / "results"
 WORK_DIR = BENCH / "out"  # git-ignored: run folders, cached tokenizers
 
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.helpers import find_shared_data  # noqa: E402
+from tests.helpers import find_shared_data  # noqa: E402  (benchmarks run from the repository: python -m bench.X)
 
 SHARED_DATA = find_shared_data(REPO)  # real text, read in place and never copied into the repository
 

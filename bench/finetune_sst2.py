@@ -11,9 +11,8 @@ or the side's wall-clock budget (--budget_s) runs out:
 
 - ours: `fine_tune_t5.main` on its default path (dynamic padding `Seq2SeqCollator`, length-grouped batches
   `--train_sampling_strategy group_by_length`), evaluating with `--eval_mode rank` (the default --ours_eval_mode).
-  `main` takes no callbacks, so this process swaps `fine_tune_t5.FineTuneTrainer` for a subclass that only appends
-  the timing callback below; everything else runs exactly as on the command line. Checkpointing is off on both sides
-  (--save_strategy no) so that neither pays for disk writes.
+  The timing callback below goes in through `main(argv, callbacks=[...])`; everything else runs exactly as on the
+  command line. Checkpointing is off on both sides (--save_strategy no) so that neither pays for disk writes.
 - plain: the recipe of the usual blog post, written out here: `Seq2SeqTrainer` directly, every input padded to
   --max_length (128) with `padding="max_length"`, labels padded to --plain_target_length and -100'd, random batches,
   `predict_with_generate=True` (greedy, generation_max_length = ours' target length + 1, so plain is not slowed by
@@ -37,7 +36,6 @@ Other processes' CPU use during each measurement is recorded (bench/common.py Cp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -47,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-import common  # noqa: I001  (sets the offline switches and sys.path before transformers / the repo are imported)
+from bench import common  # noqa: I001  (sets the offline switches before transformers is imported)
 
 import numpy as np
 import torch
@@ -61,12 +59,12 @@ from transformers import (
 )
 
 import fine_tune_t5
-from constants import get_task, max_target_length
 from t5kit.args import bf16_supported
 from t5kit.finetune_data import to_text
 from t5kit.modeling import PRESETS, V1_1_COMMON, build_config
+from t5kit.task_files import load_benchmark_split
+from t5kit.tasks import get_task, max_target_length
 from t5kit.tokenizer import train_tokenizer
-from task_data import load_glue_split
 
 LABEL_PAD_ID = -100
 PERCENT = 0.01  # fine_tune_t5 reports metrics in 0-100; this file works in 0-1
@@ -175,30 +173,13 @@ class EvalClock(TrainerCallback):
         return {"seconds": median * len(rows), "clean_intervals": len(use), "intervals": len(rows)}
 
 
-@contextlib.contextmanager
-def extra_trainer_callbacks(*callbacks):
-    """fine_tune_t5.main builds its own FineTuneTrainer and takes no callbacks: swap in a subclass adding ours."""
-    original = fine_tune_t5.FineTuneTrainer
-
-    class WithCallbacks(original):
-        def __init__(self, *args, callbacks=None, **kwargs):
-            super().__init__(*args, callbacks=[*(callbacks or []), *extra], **kwargs)
-
-    extra = list(callbacks)
-    fine_tune_t5.FineTuneTrainer = WithCallbacks
-    try:
-        yield
-    finally:
-        fine_tune_t5.FineTuneTrainer = original
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Data and tokenizer
 
 
 def glue_text(task: str, split: str, data_dir: Path, limit: int | None = None):
     spec = get_task("glue", task)
-    ds, _ = load_glue_split(spec, split, str(data_dir))
+    ds, _ = load_benchmark_split(spec, split, str(data_dir))
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return spec, to_text(spec, ds, labeled=True)
@@ -268,8 +249,7 @@ def run_ours(args, work_dir: Path) -> dict:
     ]  # fmt: skip
     clock = EvalClock(args.target, args.budget_s, scale=PERCENT, max_contention=args.max_contention)
     transformers.set_seed(args.seed)  # the model is built before the Trainer seeds: same initial weights as plain
-    with extra_trainer_callbacks(clock):
-        results = fine_tune_t5.main(argv)
+    results = fine_tune_t5.main(argv, callbacks=[clock])
     state = json.loads((out / "trainer_state.json").read_text())
     return {
         "key": "ours",
@@ -503,8 +483,17 @@ def parse_args(argv):
         args.eval_steps, args.max_steps, args.budget_s = 25, 200, 30.0
         args.max_train_samples = args.max_train_samples or 8000
         args.rte_steps, args.eval_repeats = 20, 1
-    if min(args.eval_steps, args.max_steps, args.batch_size, args.eval_batch_size, args.rte_steps,
-           *args.rank_eval_batch_sizes) < 1:
+    if (
+        min(
+            args.eval_steps,
+            args.max_steps,
+            args.batch_size,
+            args.eval_batch_size,
+            args.rte_steps,
+            *args.rank_eval_batch_sizes,
+        )
+        < 1
+    ):
         p.error("step counts and batch sizes must be >= 1")
     if args.eval_repeats < 1:
         p.error("--eval_repeats must be >= 1")
@@ -575,7 +564,7 @@ def _fmt_reached(run: dict) -> tuple[str, str, str]:
 
 def ratio_lines(ratios: list[tuple[str, int, str, float, bool]], precisions: list[str]) -> list[str]:
     """One bullet per precision: rank's speed-up over generate per task and eval batch, and whether it meets the
-    issue's target (>= 2x, accuracy at least generate's)."""
+    target (>= 2x, accuracy at least generate's)."""
     lines = []
     for precision in precisions:
         parts = [
@@ -626,16 +615,16 @@ def render(args, command, machine, tokenizer, ours, plain, evals, rte_seconds, l
     if ours["reached"] and plain["reached"]:
         ratio = plain["reached"]["seconds"] / ours["reached"]["seconds"]
         met = "met" if ratio >= 5 else "NOT met"
-        verdict = f"**ours is {ratio:.1f}x faster to {target}** (issue target: >= 5x: {met})"
+        verdict = f"**ours is {ratio:.1f}x faster to {target}** (target: >= 5x: {met})"
     elif ours["reached"]:
         ratio = plain["elapsed"] / ours["reached"]["seconds"]
         verdict = (
             f"plain did not reach {target} in {plain['elapsed']:.0f} s (its budget: {plain['budget_s']:.0f} s = "
             f"min(--budget_s, {args.plain_budget_factor:g} x ours' time)): **ours is > {ratio:.1f}x faster** "
-            f"(a lower bound; issue target >= 5x: {'met' if ratio >= 5 else 'not shown'})"
+            f"(a lower bound; target >= 5x: {'met' if ratio >= 5 else 'not shown'})"
         )
     elif plain["reached"]:
-        verdict = f"**ours did not reach {target} within its budget; plain did** (issue target NOT met)"
+        verdict = f"**ours did not reach {target} within its budget; plain did** (target NOT met)"
     else:
         verdict = f"neither side reached {target} within {args.budget_s:.0f} s: no ratio (raise --budget_s)"
 
@@ -729,8 +718,10 @@ def render(args, command, machine, tokenizer, ours, plain, evals, rte_seconds, l
             "idle machine.**"
         )
     else:
-        lines.append("- No measurement saw other processes take more than "
-                     f"{100 * args.max_contention:.0f}% of the CPUs (an idle machine).")
+        lines.append(
+            "- No measurement saw other processes take more than "
+            f"{100 * args.max_contention:.0f}% of the CPUs (an idle machine)."
+        )
     lines += [
         f"- Run folders in {_shown_path(args.work_dir)}/ (bench/out/ is git-ignored).",
         "",

@@ -1,7 +1,7 @@
 """Pre-training preprocessing: tokenize and pack 1, 3 and 10 MB of the real corpus with 1 and 2 processes.
 
-    .venv/bin/python bench/preprocessing.py                     # 1, 3, 10 MB x 1, 2 processes, ~2-3 min
-    .venv/bin/python bench/preprocessing.py --quick --output /tmp/p.md
+    .venv/bin/python -m bench.preprocessing                     # 1, 3, 10 MB x 1, 2 processes, ~2-3 min
+    .venv/bin/python -m bench.preprocessing --quick --output /tmp/p.md
 
 The pipeline is the one `pre_train_t5.py` runs, called through the same functions: `t5kit.corpus.load_documents`
 (one document per line, written to an Arrow cache by `datasets`), `drop_empty_documents`, `pack_corpus` (batched
@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (offline switches, repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 MB = 10**6
 RAW_LENGTH = 568  # compute_input_and_target_lengths(512, 0.15, 3.0)[0]: the default pre-training block
@@ -164,7 +163,7 @@ def run_one(file: Path, num_proc: int, tokenizer: Path, work_dir: Path) -> dict:
         HF_DATASETS_DISABLE_PROGRESS_BARS="1",
     )
     command = [
-        sys.executable, __file__, "--_worker", "--file", str(file), "--num_proc", str(num_proc),
+        sys.executable, "-m", "bench.preprocessing", "--_worker", "--file", str(file), "--num_proc", str(num_proc),
         "--tokenizer", str(tokenizer), "--result", str(result_file),
     ]  # fmt: skip
     started = time.perf_counter()
@@ -259,7 +258,7 @@ def _mib(value: float) -> str:
 
 def render(args, summary: dict, machine: dict) -> str:
     runs = summary["runs"]
-    command = "`.venv/bin/python bench/preprocessing.py" + (" --quick`" if args.quick else "`")
+    command = "`.venv/bin/python -m bench.preprocessing" + (" --quick`" if args.quick else "`")
     lines = [
         "## Pre-training preprocessing: tokenize and pack the corpus (t5kit.corpus)",
         "",

@@ -1,7 +1,7 @@
 """Pre-training quality per time: training seconds to the same held-out loss, ours vs the plain recipe, in one process.
 
-    .venv/bin/python bench/pretrain_quality.py             # mini, batch 16 x 128, 100 steps: ~4-5 min on 2 cores
-    .venv/bin/python bench/pretrain_quality.py --quick     # smoke test: tiny model, a few steps (numbers mean nothing)
+    .venv/bin/python -m bench.pretrain_quality             # mini, batch 16 x 128, 100 steps: ~4-5 min on 2 cores
+    .venv/bin/python -m bench.pretrain_quality --quick     # smoke test: tiny model, a few steps (numbers mean nothing)
 
 Question: how much sooner does the toolkit's default pre-training recipe reach a given span-corruption loss than the
 plain recipe does? Both sides train the same model shape (`--model_config`, T5 v1.1 preset) with the same tokenizer
@@ -55,13 +55,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (sets the offline switches and puts the repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-import pretrain_throughput as throughput  # noqa: E402
+from bench import pretrain_throughput as throughput  # noqa: E402
 from t5kit.corpus import PretrainDataArguments  # noqa: E402
 
 EVAL_SEED = 1234  # seed of the eval collator's span masks: fixed, so both sides score the very same inputs and labels
@@ -69,7 +68,13 @@ HELD_OUT_PERCENT = PretrainDataArguments.validation_split_percentage  # pre_trai
 TIMER_WARMUP_STEPS = 1  # StepTimer keeps its first step apart (warmup_seconds); here it is counted like any other
 TINY_CORPUS = common.SHARED_DATA / "corpus" / "tinyshakespeare" / "part-000.txt"
 QUICK = dict(  # --quick: the tiny model for a few steps, a ~1 MB corpus (a smoke test, not numbers)
-    model_config="tiny", input_length=64, batch_size=8, plain_steps=6, eval_every=2, eval_blocks=8, vocab_size=1000,
+    model_config="tiny",
+    input_length=64,
+    batch_size=8,
+    plain_steps=6,
+    eval_every=2,
+    eval_blocks=8,
+    vocab_size=1000,
     wait_idle_s=0.0,
 )
 
@@ -191,7 +196,11 @@ def seed_tokenizer_cache(files: list[str], vocab_size: int, work_dir: Path) -> N
 def new_timer(args) -> common.StepTimer:
     """Every step of the budget is kept (none discarded: max_discarded 0, no time limit); the run ends at max_steps."""
     return common.StepTimer(
-        TIMER_WARMUP_STEPS, args.plain_steps - TIMER_WARMUP_STEPS, 0, args.max_contention, float("inf"),
+        TIMER_WARMUP_STEPS,
+        args.plain_steps - TIMER_WARMUP_STEPS,
+        0,
+        args.max_contention,
+        float("inf"),
         args.wait_idle_s,
     )
 
@@ -213,7 +222,13 @@ def run_both(args, files: list[str], work_dir: Path) -> tuple[dict, dict, dict]:
     )  # fmt: skip
     plain_eval = HeldOutLoss(held_out["batches"], args.eval_every, plain_timer)
     plain = throughput.run_plain(
-        args, ours["blocks"], ours["tokenizer"], ours["target_length"], work_dir, bf16=False, timer=plain_timer,
+        args,
+        ours["blocks"],
+        ours["tokenizer"],
+        ours["target_length"],
+        work_dir,
+        bf16=False,
+        timer=plain_timer,
         callbacks=[plain_eval],
     )
     if ours["parameters"] != plain["parameters"]:
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["ratio"] = result["plain"]["seconds"] / ours_seconds if ours_seconds > 0 else float("inf")
     else:
         result["ratio_upper_bound"] = result["plain"]["seconds"] / ours["train_seconds"]
-    command = " ".join([".venv/bin/python bench/pretrain_quality.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([".venv/bin/python -m bench.pretrain_quality", *(sys.argv[1:] if argv is None else argv)])
     markdown = render(args, command, machine, ours, plain, data, result)
     print("\n" + markdown, flush=True)
     out = Path(args.output)
@@ -397,7 +412,8 @@ def render(args, command, machine, ours, plain, data, result) -> str:
         "- Training seconds = summed optimizer-step times (`StepTimer`: batch fetch and collation, forward, backward, "
         "optimizer) up to the eval point; the evaluations, model building, corpus packing and saving are excluded. "
         "No step is discarded for contention. CPU share other processes took during the steps: "
-        + ("; ".join(shares) if shares else "not measured") + ".",
+        + ("; ".join(shares) if shares else "not measured")
+        + ".",
         "",
         "Held-out loss against training seconds (step 0 = the initial model):",
         "",

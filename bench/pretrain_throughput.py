@@ -1,7 +1,7 @@
 """Pre-training throughput: this toolkit's default path against the plain Seq2SeqTrainer recipe, in one process.
 
-    .venv/bin/python bench/pretrain_throughput.py                      # defaults: mini, batch 8, 512/114, ~3 min
-    .venv/bin/python bench/pretrain_throughput.py --model_config tiny --input_length 64 --steps 3 --warmup_steps 1 \\
+    .venv/bin/python -m bench.pretrain_throughput                      # defaults: mini, batch 8, 512/114, ~3 min
+    .venv/bin/python -m bench.pretrain_throughput --model_config tiny --input_length 64 --steps 3 --warmup_steps 1 \\
         --vocab_size 1000 --train_files ../shared/data/corpus/tinyshakespeare/part-000.txt --output /tmp/t.md
 
 Variants, all on the same model shape (`--model_config`, T5 v1.1 preset), the same tokenizer, the same packed blocks
@@ -61,16 +61,20 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (sets the offline switches and puts the repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 import torch  # noqa: E402
 from t5kit.args import bf16_supported  # noqa: E402
 from t5kit.tokenizer import NUM_SENTINELS  # noqa: E402
-from plain_collator import PerExampleSpanCorruptionCollator, check_span_corruption  # noqa: E402
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration  # noqa: E402
+from bench.plain_collator import PerExampleSpanCorruptionCollator, check_span_corruption  # noqa: E402
+from transformers import (  # noqa: E402
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    T5Config,
+    T5ForConditionalGeneration,
+    TrainerCallback,
+)
 
 DEFAULT_PRECISION = "bf16" if bf16_supported() else "fp32"  # what pre_train_t5.py picks here without --bf16
 DEFAULT_CORPUS = "corpus"  # every .txt under <shared data>/corpus (~10.8 MB)
@@ -100,8 +104,14 @@ def tokenizer_cache_dir(files: list[str], vocab_size: int, work_dir: Path) -> Pa
 
 
 def run_ours(
-    args, files: list[str], work_dir: Path, precision: str, compile_model: bool = False, timer=None,
-    on_trainer=None, extra_argv: tuple[str, ...] = (),
+    args,
+    files: list[str],
+    work_dir: Path,
+    precision: str,
+    compile_model: bool = False,
+    timer=None,
+    on_trainer=None,
+    extra_argv: tuple[str, ...] = (),
 ) -> dict:
     """pre_train_t5.main in `precision` (`--bf16 True|False`; the default path where it is the machine's default,
     DEFAULT_PRECISION), with `compile_model` plus --torch_compile. The first time, the tokenizer is trained by main
@@ -135,26 +145,27 @@ def run_ours(
     info_file = cache / "bench_info.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else None
     timer = timer or common.StepTimer(
-        args.warmup_steps, args.steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
+        args.warmup_steps,
+        args.steps,
+        args.max_discarded,
+        args.max_contention,
+        args.max_seconds_per_variant,
         args.wait_idle_s,
     )
     trainers = []
 
-    class TimedT5Trainer(pre_train_t5.T5Trainer):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            self.add_callback(timer)
+    class SeeTrainer(TrainerCallback):
+        def on_trainer(self, trainer):
             if on_trainer is not None:
-                on_trainer(self)
-            trainers.append(self)
+                on_trainer(trainer)
+            trainers.append(trainer)
 
     size, attempts, started = args.vocab_size, [], time.perf_counter()
     while True:
         shutil.rmtree(output_dir, ignore_errors=True)
         tokenizer_argv = ["--tokenizer_name_or_path", str(cache)] if info else ["--vocab_size", str(size)]
         try:
-            with mock.patch.object(pre_train_t5, "T5Trainer", TimedT5Trainer):
-                results = pre_train_t5.main(common_argv + tokenizer_argv)
+            results = pre_train_t5.main(common_argv + tokenizer_argv, callbacks=[timer, SeeTrainer()])
             break
         except UsageError as err:
             limit = re.search(r"value <= (\d+)", str(err))
@@ -199,7 +210,7 @@ def run_ours(
 
 
 def ours_key(precision: str, compiled: bool) -> str:
-    """"ours" is the default path on this machine; other variants say how they differ from it."""
+    """ "ours" is the default path on this machine; other variants say how they differ from it."""
     return "ours" + ("" if precision == DEFAULT_PRECISION else f"_{precision}") + ("_compile" if compiled else "")
 
 
@@ -237,7 +248,11 @@ def run_plain(
         use_cpu=bf16 and not torch.cuda.is_available(),  # transformers refuses bf16 on a GPU-less machine otherwise
     )
     timer = timer or common.StepTimer(
-        args.warmup_steps, timed_steps, args.max_discarded, args.max_contention, args.max_seconds_per_variant,
+        args.warmup_steps,
+        timed_steps,
+        args.max_discarded,
+        args.max_contention,
+        args.max_seconds_per_variant,
         args.wait_idle_s,
     )
     trainer = Seq2SeqTrainer(
@@ -323,7 +338,9 @@ def parse_args(argv):
     )  # fmt: skip
     p.add_argument("--max_discarded", type=int, default=4, help="at most this many extra steps per variant")
     p.add_argument(
-        "--max_seconds_per_variant", type=float, default=60.0,
+        "--max_seconds_per_variant",
+        type=float,
+        default=60.0,
         help="stop adding steps to a variant's timed window once its steps add up to this (bounds the run time)",
     )
     p.add_argument(
@@ -445,10 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
         flops = common.t5_train_flops_per_step(config, args.batch_size, args.input_length, target_length)
         skipped_bf16 = {"min_seconds_per_step": flops / (peaks["bf16"]["gflops"] * 1e9)}
 
-    command = " ".join([".venv/bin/python bench/pretrain_throughput.py", *(sys.argv[1:] if argv is None else argv)])
-    markdown = render(
-        args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16
-    )
+    command = " ".join([".venv/bin/python -m bench.pretrain_throughput", *(sys.argv[1:] if argv is None else argv)])
+    markdown = render(args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16)
     print("\n" + markdown, flush=True)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -509,14 +524,16 @@ def precision_compile_table(args, runs, skipped_bf16) -> list[str]:
 
 
 def findings(runs: list[dict]) -> list[str]:
-    """The bullets with the ratios the issue asks for (bold: the summary table picks them up)."""
+    """The bullets with the speed-up ratios (bold: the summary table picks them up)."""
     by_key = {r["key"]: r for r in runs}
     ours, plain, plain_bf16 = runs[0], by_key["plain"], by_key.get("plain_bf16")
     ratios = ours.get("round_ratios", [])
     rounds = (
         f" Over {len(ratios)} rounds, alternating which runs first, each round gave "
-        + ", ".join(f"{r:.2f}x" for r in ratios) + "; the ratio pools their steps."
-        if len(ratios) > 1 else ""
+        + ", ".join(f"{r:.2f}x" for r in ratios)
+        + "; the ratio pools their steps."
+        if len(ratios) > 1
+        else ""
     )
     lines = [
         f"- **ours / plain = {ours['tokens_per_second'] / plain['tokens_per_second']:.2f}x** input tokens/s (target "
@@ -543,9 +560,7 @@ def findings(runs: list[dict]) -> list[str]:
     return lines
 
 
-def render(
-    args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16
-) -> str:
+def render(args, command, machine, peaks, tokenizer_info, raw_length, target_length, runs, skipped_bf16) -> str:
     rows = []
     for run in runs:
         rows.append([

@@ -1,7 +1,7 @@
 """Does pre-training help? The CPU recipe end to end, as README "Does pre-training help?" reports it.
 
-    .venv/bin/python bench/pretraining_payoff.py                          # everything, resumable (hours on 2 cores)
-    .venv/bin/python bench/pretraining_payoff.py --stages pretrain suite  # the headline comparison only
+    .venv/bin/python -m bench.pretraining_payoff                          # everything, resumable (hours on 2 cores)
+    .venv/bin/python -m bench.pretraining_payoff --stages pretrain suite  # the headline comparison only
 
 Stages (each one resumes where it stopped when the command is run again):
 1. `pretrain`: `pre_train_t5.py --config configs/pretrain_cpu.yaml` on every .txt under <shared data>/corpus
@@ -28,12 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (sets the offline switches and puts the repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
-from constants import get_task  # noqa: E402
 from t5kit.args import RANDOM_INIT_PREFIX  # noqa: E402
 from t5kit.finetune_data import FineTuneDataArguments, load_splits  # noqa: E402
+from t5kit.tasks import get_task  # noqa: E402
 
 REPO = common.REPO
 TASKS = ("glue/sst2", "glue/cola", "glue/rte", "superglue/cb")
@@ -101,12 +100,40 @@ def main(argv: list[str] | None = None) -> None:
         docs = task_texts(TASKS, common.SHARED_DATA)
         text.write_text("\n".join(docs) + "\n", encoding="utf-8")
         print(f"[payoff] in-domain text: {len(docs)} documents from the training splits of {', '.join(TASKS)}")
-        record("indomain", run([
-            python, "pre_train_t5.py", "--model_name_or_path", str(pt), "--train_files", str(text),
-            "--input_length", "128", "--per_device_train_batch_size", "64", "--max_steps", str(args.indomain_steps),
-            "--learning_rate", INDOMAIN_LEARNING_RATE, "--rms_scaled_updates", "True", "--max_eval_samples", "200", "--save_steps", "100",
-            "--logging_steps", "25", "--output_dir", str(indomain), "--resume_from_checkpoint", "latest",
-        ], work / "logs" / "indomain.log"))  # fmt: skip
+        record(
+            "indomain",
+            run(
+                [
+                    python,
+                    "pre_train_t5.py",
+                    "--model_name_or_path",
+                    str(pt),
+                    "--train_files",
+                    str(text),
+                    "--input_length",
+                    "128",
+                    "--per_device_train_batch_size",
+                    "64",
+                    "--max_steps",
+                    str(args.indomain_steps),
+                    "--learning_rate",
+                    INDOMAIN_LEARNING_RATE,
+                    "--rms_scaled_updates",
+                    "True",
+                    "--max_eval_samples",
+                    "200",
+                    "--save_steps",
+                    "100",
+                    "--logging_steps",
+                    "25",
+                    "--output_dir",
+                    str(indomain),
+                    "--resume_from_checkpoint",
+                    "latest",
+                ],
+                work / "logs" / "indomain.log",
+            ),
+        )
     models = [str(pt), f"{RANDOM_INIT_PREFIX}{pt}"]
     if "curve" in args.stages:
         models += [str(pt / name) for name in args.curve_checkpoints] + [str(indomain)]

@@ -1,7 +1,7 @@
 """Where one pre-training step's time goes: the default path's training step, profiled by kernel category.
 
-    .venv/bin/python bench/profile_step.py --model_config mini --batch_size 8     # this CPU
-    python bench/profile_step.py --model_config base --batch_size 128            # a GPU: T5-base, nanoT5's batch
+    .venv/bin/python -m bench.profile_step --model_config mini --batch_size 8     # this CPU
+    python -m bench.profile_step --model_config base --batch_size 128            # a GPU: T5-base, nanoT5's batch
 
 The step is the one `pre_train_t5.py` runs, without the Trainer around it: the model built from a T5 v1.1 preset
 the way the script builds it (`t5kit.modeling.build_config` + `speed_up_feed_forward`, our attention registered:
@@ -16,12 +16,9 @@ with MFU against the `torch.mm` peak measured in the same process (`common.matmu
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402  (sets the offline switches and puts the repo on sys.path)
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402

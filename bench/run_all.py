@@ -1,18 +1,19 @@
 """Runs every benchmark and gathers their markdown into bench/results.md (`make bench`).
 
-    .venv/bin/python bench/run_all.py                       # all benchmarks at their defaults
-    .venv/bin/python bench/run_all.py --only pretrain_throughput
-    .venv/bin/python bench/run_all.py --quick --results_dir /tmp/b --output /tmp/b/results.md   # smoke test
+    .venv/bin/python -m bench.run_all                       # all benchmarks at their defaults
+    .venv/bin/python -m bench.run_all --only pretrain_throughput
+    .venv/bin/python -m bench.run_all --quick --results_dir /tmp/b --output /tmp/b/results.md   # smoke test
 
-Each benchmark is a script bench/<name>.py that accepts `--output FILE` and writes its markdown section there. It
-runs in its own process (so one benchmark's threads, caches and memory never colour another's timings), one after
-the other. At the end it prints a summary table (each benchmark's bold findings, its wall time) and puts it in
-results.md under the machine description. To add a benchmark: write the script and append it to BENCHMARKS with the
-flags of its quick mode. Budget: `make bench` should stay under 20 minutes on 2 cores. Measured end to end: 8 min on
-an AVX2-only CPU (fp32; 2026-11-22) and 10-12 min on an AVX-512 BF16 one (six pre-training variants, the
-1.6M-parameter SST-2 model, rank vs generate in bf16 and fp32; 2026-11-30), with the pre-training tokenizer and
-compiled kernels cached; a fresh clone adds their first-time cost and `make setup` (12.9 min in all). Each part
-is also bounded by its own limits (idle waits, 60 s of timed steps per variant, 300 s per fine-tuning side).
+Each benchmark is a module bench/<name>.py (run as `python -m bench.<name>`) that accepts `--output FILE` and
+writes its markdown section there. It runs in its own process (so one benchmark's threads, caches and memory never
+colour another's timings), one after the other. At the end it prints a summary table (each benchmark's bold
+findings, its wall time) and puts it in results.md under the machine description. To add a benchmark: write the
+module and append it to BENCHMARKS with the flags of its quick mode. Budget: `make bench` should stay under 20
+minutes on 2 cores. Measured end to end: 8 min on an AVX2-only CPU (fp32) and 10-12 min on an AVX-512 BF16 one
+(six pre-training variants, the 1.6M-parameter SST-2 model, rank vs generate in bf16 and fp32), with the
+pre-training tokenizer and compiled kernels cached; a fresh clone adds their first-time cost and `make setup`
+(12.9 min in all). Each part is also bounded by its own limits (idle waits, 60 s of timed steps per variant, 300 s
+per fine-tuning side).
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from bench import common  # noqa: E402  (sets the offline switches before transformers is imported)
 
 
 @dataclass
 class Benchmark:
-    name: str  # bench/<name>.py
+    name: str  # bench/<name>.py, run as python -m bench.<name>
     args: list[str] = field(default_factory=list)  # flags for the full run
     quick_args: list[str] = field(default_factory=list)  # flags for --quick (seconds, tiny model)
 
@@ -43,10 +43,28 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark(
         "pretrain_throughput",
         quick_args=[
-            "--model_config", "tiny", "--input_length", "64", "--steps", "2", "--warmup_steps", "1",
-            "--vocab_size", "1000", "--train_files", str(TINY_CORPUS), "--bf16", "off", "--wait_idle_s", "0",
-            "--max_discarded", "0", "--compile", "off",
-            "--work_dir", str(common.WORK_DIR / "quick"),
+            "--model_config",
+            "tiny",
+            "--input_length",
+            "64",
+            "--steps",
+            "2",
+            "--warmup_steps",
+            "1",
+            "--vocab_size",
+            "1000",
+            "--train_files",
+            str(TINY_CORPUS),
+            "--bf16",
+            "off",
+            "--wait_idle_s",
+            "0",
+            "--max_discarded",
+            "0",
+            "--compile",
+            "off",
+            "--work_dir",
+            str(common.WORK_DIR / "quick"),
         ],
     ),  # fmt: skip
     Benchmark(
@@ -71,9 +89,9 @@ def run_benchmark(bench: Benchmark, output: Path, quick: bool) -> tuple[str, flo
     """Runs one benchmark script; returns (its markdown or a failure note, seconds, exit status)."""
     output.unlink(missing_ok=True)
     extra = bench.quick_args if quick else bench.args
-    # Paths relative to the repository (the cwd), so the commands recorded in the reports hold no machine path.
-    script, output_arg = (os.path.relpath(path, common.REPO) for path in (common.BENCH / f"{bench.name}.py", output))
-    command = [sys.executable, script, *extra, "--output", output_arg]
+    # Run from the repository (the cwd) with a relative output path, so the reports' commands hold no machine path.
+    output_arg = os.path.relpath(output, common.REPO)
+    command = [sys.executable, "-m", f"bench.{bench.name}", *extra, "--output", output_arg]
     started = time.perf_counter()
     status = subprocess.call(command, cwd=common.REPO)
     seconds = time.perf_counter() - started
@@ -118,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# Benchmarks" + (" (quick mode: a smoke test, not numbers to quote)" if args.quick else ""),
         "",
-        f"Generated by `make bench` (`.venv/bin/python bench/run_all.py`); each section is also in {os.path.relpath(args.results_dir, common.REPO)}.",
+        "Generated by `make bench` (`.venv/bin/python -m bench.run_all`); each section is also in "
+        f"{os.path.relpath(args.results_dir, common.REPO)}.",
         "",
         "Machine:",
         "",

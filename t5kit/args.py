@@ -74,7 +74,9 @@ class ModelArguments:
     )
     dropout_rate: float | None = field(
         default=None,
-        metadata={"help": "Dropout in the model. Default: 0.0 for pre-training (T5 v1.1), the checkpoint's value else."},
+        metadata={
+            "help": "Dropout in the model. Default: 0.0 for pre-training (T5 v1.1), the checkpoint's value else."
+        },
     )
     random_init: bool = field(
         default=False,
@@ -111,9 +113,7 @@ class ModelArguments:
         if self.dropout_rate is not None and not 0.0 <= self.dropout_rate < 1.0:
             raise UsageError(f"--dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if self.attn_implementation not in ("blocked", "sdpa", "eager"):
-            raise UsageError(
-                f"--attn_implementation must be blocked, sdpa or eager, got {self.attn_implementation!r}"
-            )
+            raise UsageError(f"--attn_implementation must be blocked, sdpa or eager, got {self.attn_implementation!r}")
 
 
 @dataclass
@@ -308,7 +308,9 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     if config_path is not None:
         values = _read_config_file(config_path, known)
         if "lr_scheduler_type" in values:
-            values["lr_scheduler_type"] = LR_SCHEDULER_ALIASES.get(values["lr_scheduler_type"], values["lr_scheduler_type"])
+            values["lr_scheduler_type"] = LR_SCHEDULER_ALIASES.get(
+                values["lr_scheduler_type"], values["lr_scheduler_type"]
+            )
         values = _check_config_values(parser, values, config_path)
         # Config values become the parser's defaults, so the command line still overrides them.
         for action in parser._actions:

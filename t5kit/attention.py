@@ -130,8 +130,15 @@ def blocked_attention_forward(
         return _over_shared_keys(module, query, key, value, attention_mask, dropout, scaling, position_bias, **kwargs)
     if not _applies(module, query, key, attention_mask, dropout, scaling):
         return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-            position_bias=position_bias, **kwargs,
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            position_bias=position_bias,
+            **kwargs,
         )
     q_len = query.shape[2]
     if attention_mask is None and getattr(module, "is_causal", False) and q_len > 1:  # causality was left to SDPA
@@ -170,7 +177,14 @@ def _over_shared_keys(module, query, key, value, attention_mask, dropout, scalin
     folded = query.view(key.shape[0], repeats, heads, q_len, head_dim).transpose(1, 2)
     folded = folded.reshape(key.shape[0], heads, repeats * q_len, head_dim)
     out, _ = blocked_attention_forward(
-        module, folded, key, value, attention_mask, dropout=dropout, scaling=scaling, position_bias=position_bias,
+        module,
+        folded,
+        key,
+        value,
+        attention_mask,
+        dropout=dropout,
+        scaling=scaling,
+        position_bias=position_bias,
         **kwargs,
     )  # (key batch, repeats * q_len, heads, head_dim)
     return out.reshape(batch, q_len, heads, head_dim), None

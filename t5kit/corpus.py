@@ -3,11 +3,15 @@
 Documents are tokenized without special tokens, joined with EOS and cut into blocks of exactly the collator's
 raw length (packing), so no compute is spent on padding and the collator never sees a short block. The tail of
 each packing batch that does not fill a block is dropped; that count is reported, as are skipped empty documents.
+
+Files are read by t5kit.readers, as the fine-tuning task files are (the same encodings, quoting and errors). A blank
+line is an empty document, skipped and counted (CorpusReport.empty_documents_skipped). The span-corruption settings
+(--noise_density, --mean_noise_span_length, --input_length) are the collator's: data_collators owns their defaults,
+checks and the raw length they give.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +22,13 @@ import numpy as np
 import pyarrow.compute
 import torch
 
-from data_collators import check_span_corruption_lengths
+from data_collators import (
+    DEFAULT_INPUT_LENGTH,
+    DEFAULT_MEAN_NOISE_SPAN_LENGTH,
+    DEFAULT_NOISE_DENSITY,
+    check_span_corruption_settings,
+)
+from t5kit import readers
 from t5kit.args import UsageError
 from t5kit.hub import load_hub_dataset
 
@@ -26,9 +36,8 @@ logger = logging.getLogger(__name__)
 
 PACKING_BATCH_DOCS = 1000  # documents per packing batch; each batch's tail (< one block) is dropped and counted
 TOKENIZE_BATCH_DOCS = 1000
-TEXT_SUFFIXES = (".txt", ".text")
-JSON_SUFFIXES = (".jsonl", ".json")
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+FILES_FLAG = "--train_files"
+COLUMN_FLAG = "--text_column"
 
 
 @dataclass
@@ -53,9 +62,16 @@ class PretrainDataArguments:
         default=False,
         metadata={"help": "Stream the corpus (no full download or cache; needs --max_steps). Use for C4-sized data."},
     )
-    input_length: int = field(default=512, metadata={"help": "Encoder input length after span corruption."})
-    noise_density: float = field(default=0.15, metadata={"help": "Fraction of tokens corrupted (T5: 0.15)."})
-    mean_noise_span_length: float = field(default=3.0, metadata={"help": "Mean corrupted span length (T5: 3)."})
+    # Span corruption: defaults and checks are data_collators' (the collator owns these settings).
+    input_length: int = field(
+        default=DEFAULT_INPUT_LENGTH, metadata={"help": "Encoder input length after span corruption."}
+    )
+    noise_density: float = field(
+        default=DEFAULT_NOISE_DENSITY, metadata={"help": "Fraction of tokens corrupted (T5: 0.15)."}
+    )
+    mean_noise_span_length: float = field(
+        default=DEFAULT_MEAN_NOISE_SPAN_LENGTH, metadata={"help": "Mean corrupted span length (T5: 3)."}
+    )
     validation_split_percentage: float = field(
         default=5.0, metadata={"help": "Percent of packed blocks held out for eval (non-streaming corpora)."}
     )
@@ -72,26 +88,14 @@ class PretrainDataArguments:
             raise UsageError("--train_files and --dataset_name are exclusive: pick one corpus source")
         if self.document_split not in ("line", "blank_line"):
             raise UsageError(f"--document_split must be line or blank_line, got {self.document_split!r}")
-        if not 0 < self.noise_density < 1:
-            raise UsageError(f"--noise_density must be in (0, 1), got {self.noise_density}")
-        if self.mean_noise_span_length < 1:
-            raise UsageError(f"--mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}")
+        try:  # the collator's checks, before the corpus is read and the model built
+            check_span_corruption_settings(self.input_length, self.noise_density, self.mean_noise_span_length, "--")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if not 0 <= self.validation_split_percentage < 100:
-            raise UsageError(f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}")
-        if not self._corruptible(self.input_length):  # checked before the corpus is read and the model built
-            shortest = next((n for n in range(self.input_length + 1, 4096) if self._corruptible(n)), None)
             raise UsageError(
-                f"--input_length {self.input_length} is too short for span corruption with --noise_density "
-                f"{self.noise_density} and --mean_noise_span_length {self.mean_noise_span_length}"
-                + (f"; the shortest that works is {shortest}" if shortest else "")
+                f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}"
             )
-
-    def _corruptible(self, input_length: int) -> bool:
-        try:
-            check_span_corruption_lengths(input_length, None, self.noise_density, self.mean_noise_span_length)
-        except ValueError:
-            return False
-        return True
 
 
 @dataclass
@@ -113,28 +117,15 @@ class CorpusReport:
 # Reading documents
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each line; non-UTF-8 bytes raise an error naming the file and line."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark is no text (as the fine-tuning reader drops it)
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise UsageError(
-                    f"{path}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); "
-                    "convert the file to UTF-8 (--train_files)"
-                ) from None
-
-
-def _text_documents(path: Path, document_split: str) -> Iterator[str]:
+def _text_documents(path: str, document_split: str) -> Iterator[str]:
+    """A .txt file's documents: one per line ("" for a blank line), or (blank_line) paragraphs joined by spaces."""
+    lines = readers.read_lines(path, FILES_FLAG)
     if document_split == "line":
-        for _, line in _decoded_lines(path):
+        for _, line in lines:
             yield line.strip()
         return
     paragraph: list[str] = []
-    for _, line in _decoded_lines(path):
+    for _, line in lines:
         if line.strip():
             paragraph.append(line.strip())
         elif paragraph:
@@ -144,57 +135,20 @@ def _text_documents(path: Path, document_split: str) -> Iterator[str]:
         yield " ".join(paragraph)
 
 
-def _jsonl_documents(path: Path, text_column: str) -> Iterator[str]:
-    for number, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{path}:{number}: malformed JSON ({err.msg}) (--train_files)") from None
-        if not isinstance(record, dict) or text_column not in record:
-            present = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise UsageError(f"{path}:{number}: no column {text_column!r} (--text_column); found: {present}")
-        value = record[text_column]
-        if value is not None and not isinstance(value, str):
-            raise UsageError(f"{path}:{number}: column {text_column!r} holds a {type(value).__name__}, expected text "
-                             "(--text_column)")  # fmt: skip
-        yield (value or "").strip()  # null: an empty document, skipped and counted
-
-
-def _table_documents(path: Path, text_column: str, delimiter: str) -> Iterator[str]:
-    """Rows of a .csv (CSV quoting: a field may hold commas, quotes and newlines) or a .tsv (no quoting, as GLUE's
-    files and the fine-tuning reader: a quote is text, a field ends at a tab). A blank row is an empty document."""
-    import csv
-
-    if delimiter == "\t":
-        numbered = ((number, line.rstrip("\r\n").split("\t")) for number, line in _decoded_lines(path))
-    else:
-        reader = csv.reader((line for _, line in _decoded_lines(path)), delimiter=delimiter)
-        numbered = ((reader.line_num, row) for row in reader)
-    number, header = next(numbered, (0, None))
-    if header is None:
-        return
-    if text_column not in header:
-        raise UsageError(f"{path}:1: no column {text_column!r} (--text_column); found: {', '.join(header)}")
-    column = header.index(text_column)
-    for number, row in numbered:
-        if row in ([], [""]):
-            yield ""
-            continue
-        if len(row) != len(header):
-            raise UsageError(f"{path}:{number}: {len(row)} fields, the header has {len(header)} (--train_files)")
-        yield row[column].strip()
+def _record_documents(path: str, text_column: str) -> Iterator[str]:
+    """The `text_column` of each record of a .jsonl/.json/.csv/.tsv file (null: ""), then "" per blank line."""
+    counts = readers.ReadCounts()
+    for row in readers.read_records(path, FILES_FLAG, counts, columns=[text_column], columns_flag=COLUMN_FLAG):
+        yield readers.text_value(row, text_column, COLUMN_FLAG, null_ok=True).strip()
+    # Blank lines are empty documents, as in .txt files: skipped and counted by drop_empty_documents (which
+    # counts rows of the dataset: a side counter would not survive the datasets cache).
+    yield from [""] * counts.blank_lines
 
 
 def _file_documents(paths: list[str], text_column: str, document_split: str) -> Iterator[dict]:
-    for name in paths:
-        path = Path(name)
-        suffix = path.suffix.lower()
-        if suffix in JSON_SUFFIXES:
-            docs = _jsonl_documents(path, text_column)
-        elif suffix in TABLE_SUFFIXES:
-            docs = _table_documents(path, text_column, TABLE_SUFFIXES[suffix])
+    for path in paths:
+        if Path(path).suffix.lower() in readers.RECORD_SUFFIXES:
+            docs = _record_documents(path, text_column)
         else:
             docs = _text_documents(path, document_split)
         for text in docs:
@@ -202,15 +156,9 @@ def _file_documents(paths: list[str], text_column: str, document_split: str) -> 
 
 
 def _check_files(paths: list[str]) -> list[str]:
-    checked = []
     for name in paths:
-        path = Path(name)
-        if not path.exists():
-            raise UsageError(f"--train_files {name}: no such file")
-        if path.is_file() and path.stat().st_size == 0:
-            raise UsageError(f"--train_files {name}: the file is empty")
-        checked.append(str(path.resolve()))
-    return checked
+        readers.check_file(name, FILES_FLAG, folders=True)
+    return [str(Path(name).resolve()) for name in paths]
 
 
 def load_documents(args: PretrainDataArguments) -> datasets.Dataset | datasets.IterableDataset:

@@ -32,11 +32,10 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SaveStrategy, rotate_checkpoints
 
 from t5kit.args import UsageError
+from t5kit.exit_codes import EXIT_PREEMPTED
 
 logger = logging.getLogger("t5kit")
 
-EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: a checkpoint was saved on SIGTERM/SIGUSR1; requeue and resume
-EXIT_NONFINITE = 3  # the loss or gradients turned NaN/inf
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 STAGING_PREFIX = "tmp-"  # tmp-checkpoint-N: a checkpoint being written (never resumed from)
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint
@@ -115,8 +114,16 @@ def remove_incomplete_checkpoints(folder: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-SHAPE_KEYS = ("vocab_size", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
-              "feed_forward_proj")
+SHAPE_KEYS = (
+    "vocab_size",
+    "d_model",
+    "d_ff",
+    "d_kv",
+    "num_heads",
+    "num_layers",
+    "num_decoder_layers",
+    "feed_forward_proj",
+)
 
 
 def check_checkpoint_shape(model, checkpoint: str) -> None:

@@ -1,8 +1,8 @@
 """Fine-tuning data: a task record + files or hub -> text pairs -> token ids, generated from the record.
 
 Every task goes through the same three steps, with nothing task-specific here:
-1. `load_splits`: raw rows with the hub schema (task_data), per split.
-2. `to_text`: `source`/`target` strings from the record (constants.format_source / format_target), plus, where the
+1. `load_splits`: raw rows with the hub schema (t5kit.task_files), per split.
+2. `to_text`: `source`/`target` strings from the record (t5kit.tasks.format_source / format_target), plus, where the
    record asks for them, `references` (every gold text: ReCoRD, SQuAD) and `group` (MultiRC's question) for the
    metrics; `idx` is kept for leaderboard files. Training rows of a `train_on_each_answer` record are repeated once
    per gold answer (T5 preprocessors.record).
@@ -23,16 +23,24 @@ from pathlib import Path
 
 import datasets
 
-from constants import (DATASET_VALS, TaskSpec, custom_task, format_source, format_target, get_task, group_of,
-                       references_of)
+from constants import CUSTOM, DATASET_VALS
 from t5kit.args import UsageError
 from t5kit.corpus import column_sum
-from t5kit.mixtures import T5_MIXING_RATE_CAP
-from task_data import load_custom_split, load_glue_split
+from t5kit.mixtures import T5_MIXING_RATE_CAP, build_mixture, format_rates_table, mixing_rates, mixture_counts
+from t5kit.task_files import load_benchmark_split, load_custom_split
+from t5kit.tasks import (
+    TaskSpec,
+    custom_task,
+    format_source,
+    format_target,
+    get_task,
+    group_of,
+    max_target_length,
+    references_of,
+    target_candidates,
+)
 
 logger = logging.getLogger(__name__)
-
-CUSTOM = "custom"
 
 
 @dataclass
@@ -45,16 +53,20 @@ class FineTuneDataArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Task in the benchmark, e.g. sst2, cb, xsum; custom: the metric set "
-                          "(custom = exact match, summarization, translation, qa). A mixture (one model on several "
-                          "tasks): 'all' (every task of --benchmark with training data and a metric) or a "
-                          "comma-separated list, e.g. sst2,cola or glue/sst2,superglue/rte."},
+        metadata={
+            "help": "Task in the benchmark, e.g. sst2, cb, xsum; custom: the metric set "
+            "(custom = exact match, summarization, translation, qa). A mixture (one model on several "
+            "tasks): 'all' (every task of --benchmark with training data and a metric) or a "
+            "comma-separated list, e.g. sst2,cola or glue/sst2,superglue/rte."
+        },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv; SuperGLUE: "
-                          "DIR/CB/{train,val,test}.jsonl), or DIR/<benchmark>/... (mixtures across benchmarks); "
-                          "default: hub."},
+        metadata={
+            "help": "Local files in the official layout (GLUE: DIR/SST-2/{train,dev,test}.tsv; SuperGLUE: "
+            "DIR/CB/{train,val,test}.jsonl), or DIR/<benchmark>/... (mixtures across benchmarks); "
+            "default: hub."
+        },
     )
     train_file: str | None = field(default=None, metadata={"help": "custom: training data (.jsonl/.json/.csv/.tsv)."})
     validation_file: str | None = field(default=None, metadata={"help": "custom: validation data."})
@@ -70,22 +82,30 @@ class FineTuneDataArguments:
     )
     max_train_samples: int | None = field(
         default=None,
-        metadata={"help": "Use the first N training examples of each task. In a mixture the rates are computed after "
-                          "this cap, so capping large tasks moves them towards uniform mixing; --max_mixture_samples "
-                          "keeps the rates."},
+        metadata={
+            "help": "Use the first N training examples of each task. In a mixture the rates are computed after "
+            "this cap, so capping large tasks moves them towards uniform mixing; --max_mixture_samples "
+            "keeps the rates."
+        },
     )
     max_mixture_samples: int | None = field(
         default=None,
-        metadata={"help": "Mixtures: at most N training rows per epoch in all, drawn at the mixing rates of the full "
-                          "tasks (examples-proportional stays proportional)."},
+        metadata={
+            "help": "Mixtures: at most N training rows per epoch in all, drawn at the mixing rates of the full "
+            "tasks (examples-proportional stays proportional)."
+        },
     )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N examples of each eval split."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use the first N examples of each eval split."}
+    )
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N test examples."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenizing."})
     mixing_rate_cap: int = field(
         default=T5_MIXING_RATE_CAP,
-        metadata={"help": "Mixtures: the data-set size limit K of examples-proportional mixing, rate_i ~ min(n_i, K) "
-                          "(T5 paper 3.5.3: 2**19). 0: no cap (T5's code default)."},
+        metadata={
+            "help": "Mixtures: the data-set size limit K of examples-proportional mixing, rate_i ~ min(n_i, K) "
+            "(T5 paper 3.5.3: 2**19). 0: no cap (T5's code default)."
+        },
     )
     mixing_temperature: float = field(
         default=1.0,
@@ -165,8 +185,10 @@ def resolve_tasks(args: FineTuneDataArguments, train: bool = False) -> list[Task
     if train and len(tasks) > 1:
         untrainable = [t.full_name for t in tasks if t.train_split is None]
         if untrainable:
-            raise UsageError(f"--do_train on a mixture: {', '.join(untrainable)} has no training split "
-                             "(evaluation/test only); leave it out of --dataset_name")
+            raise UsageError(
+                f"--do_train on a mixture: {', '.join(untrainable)} has no training split "
+                "(evaluation/test only); leave it out of --dataset_name"
+            )
     return tasks
 
 
@@ -177,6 +199,12 @@ class Splits:
     train: datasets.Dataset | None = None
     validation: dict[str, datasets.Dataset] = field(default_factory=dict)
     test: dict[str, datasets.Dataset] = field(default_factory=dict)
+    reports: list = field(default_factory=list)  # one LoadReport per file read: rows, blank lines, empty fields
+
+    def read_counts(self) -> dict[str, dict[str, int]]:
+        """For all_results.json: per file read, its rows and what was skipped (blank lines) or empty (kept)."""
+        return {r.source: {"rows": r.rows, "blank_lines_skipped": r.blank_lines, "empty_text_fields": r.num_empty}
+                for r in self.reports}  # fmt: skip
 
 
 def _first(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
@@ -197,10 +225,15 @@ def check_custom_files(args: FineTuneDataArguments, train: bool, evaluate: bool,
         return
     for needed, path, flag, why in (
         (train, args.train_file, "--train_file", "--do_train"),
-        (evaluate, args.validation_file, "--validation_file",
-         "evaluation (--do_eval, or --eval_strategy steps/epoch during training; --eval_strategy no trains without it)"),
+        (
+            evaluate,
+            args.validation_file,
+            "--validation_file",
+            "evaluation (--do_eval, or --eval_strategy steps/epoch during training; "
+            "--eval_strategy no trains without it)",
+        ),
         (predict, args.test_file, "--test_file", "--do_predict"),
-    ):  # fmt: skip
+    ):
         if needed and path is None:
             raise UsageError(f"{why} needs {flag}")
 
@@ -210,8 +243,11 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
     splits = Splits()
     try:
         if args.benchmark == CUSTOM:
-            files = {"train": (args.train_file, "--train_file"), "validation": (args.validation_file, "--validation_file"),
-                     "test": (args.test_file, "--test_file")}  # fmt: skip
+            files = {
+                "train": (args.train_file, "--train_file"),
+                "validation": (args.validation_file, "--validation_file"),
+                "test": (args.test_file, "--test_file"),
+            }
 
             def load(role: str, require_target: bool = True):
                 path, flag = files[role]
@@ -222,6 +258,7 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
                     flag=flag, require_target=require_target, answer_list=spec.multiple_answers,
                 )  # fmt: skip
                 logger.info("%s", report.summary())
+                splits.reports.append(report)
                 return ds
 
             if train:
@@ -233,8 +270,9 @@ def load_splits(spec: TaskSpec, args: FineTuneDataArguments, train: bool, evalua
         else:
 
             def load(split: str):
-                ds, report = load_glue_split(spec, split, task_data_dir(spec, args.data_dir))
+                ds, report = load_benchmark_split(spec, split, task_data_dir(spec, args.data_dir))
                 logger.info("%s", report.summary())
+                splits.reports.append(report)
                 return ds
 
             if train:
@@ -334,3 +372,51 @@ def tokenize(
     )
     report = TruncationReport(column_sum(tokenized, "source_truncated"), column_sum(tokenized, "target_truncated"))
     return tokenized.remove_columns(["source_truncated", "target_truncated"]), report
+
+
+def prepare_text_splits(spec, splits, tokenizer, data_args):
+    """Text and token ids for every split in `splits`, with truncation counted over all of them."""
+    candidates = target_candidates(spec)
+    target_len = data_args.max_target_length or (
+        max_target_length(spec, tokenizer) if candidates is not None else DEFAULT_TEXT_TARGET_LENGTH
+    )
+    report = TruncationReport()
+
+    def prepare(ds, labeled, each_answer=False):
+        ds = to_text(spec, ds, labeled, each_answer=each_answer)
+        ds, truncation = tokenize(
+            ds, tokenizer, data_args.max_source_length, target_len, labeled, data_args.preprocessing_num_workers
+        )
+        report.add(truncation)
+        return ds
+
+    train = prepare(splits.train, True, each_answer=True) if splits.train is not None else None
+    validation = {name: prepare(ds, True) for name, ds in splits.validation.items()}
+    test = {name: prepare(ds, False) for name, ds in splits.test.items()}
+    return train, validation, test, target_len, report
+
+
+TRAIN_COLUMNS = ("source", "target", "input_ids", "labels", "length")  # what the mixture keeps of each task
+
+
+def build_training_mixture(tasks, train_sets, data_args, train_args):
+    """The one training set (t5kit.mixtures) and what to record of it."""
+    names = [t.full_name for t in tasks]
+    sizes = [len(ds) for ds in train_sets]
+    try:
+        rates = mixing_rates(sizes, data_args.mixing_rate_cap, data_args.mixing_temperature)
+    except ValueError as err:
+        raise UsageError(f"{err} (--max_train_samples?)") from None
+    counts = mixture_counts(sizes, rates, data_args.max_mixture_samples)
+    seed = train_args.data_seed if train_args.data_seed is not None else train_args.seed
+    train = build_mixture(train_sets, names, counts, seed, TRAIN_COLUMNS)
+    table = format_rates_table(names, sizes, rates, counts, data_args.mixing_rate_cap, data_args.mixing_temperature)
+    record = {
+        "mixing_rates": dict(zip(names, rates)),
+        "mixing_train_examples": dict(zip(names, sizes)),
+        "mixture_rows_per_epoch": dict(zip(names, counts)),
+        "mixing_rate_cap": data_args.mixing_rate_cap,
+        "mixing_temperature": data_args.mixing_temperature,
+        "max_mixture_samples": data_args.max_mixture_samples,
+    }
+    return train, table, record

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from data_collators import LABEL_PAD_ID as IGNORE_INDEX  # -100: no target at this position
+
 # Logits per chunk: 4 MB of fp32 on CPU (cache-sized; 0.25-16 MB measured within noise of each other), 256 MB on
 # accelerators, where each chunk costs ~10 kernel launches and there is no small cache to fit.
 CHUNK_ELEMENTS = {"cpu": 1 << 20}

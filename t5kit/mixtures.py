@@ -107,7 +107,10 @@ def mixture_order(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_mixture(
-    train_sets: Sequence[datasets.Dataset], names: Sequence[str], counts: Sequence[int], seed: int,
+    train_sets: Sequence[datasets.Dataset],
+    names: Sequence[str],
+    counts: Sequence[int],
+    seed: int,
     columns: Sequence[str],
 ) -> datasets.Dataset:
     """One training set: `columns` of each task's rows picked by task_rows, in mixture_order, plus a `task` column."""
@@ -126,8 +129,14 @@ def build_mixture(
     return combined.select(picked.tolist())
 
 
-def format_rates_table(names: Sequence[str], sizes: Sequence[int], rates: Sequence[float], counts: Sequence[int],
-                       maximum: int | None, temperature: float) -> str:
+def format_rates_table(
+    names: Sequence[str],
+    sizes: Sequence[int],
+    rates: Sequence[float],
+    counts: Sequence[int],
+    maximum: int | None,
+    temperature: float,
+) -> str:
     """Markdown table of the mixture: task, training examples, rate, rows per epoch (and times each row is seen)."""
     cap = f"K = {maximum}" if maximum else "no cap"
     lines = [

@@ -135,8 +135,11 @@ class ParameterEfficientArguments:
             raise UsageError("--lora_target_modules is empty")
         methods = [
             name
-            for name, on in (("--freeze", self.freeze), ("--prompt_tuning_length", self.prompt_tuning_length),
-                             ("--lora_r", self.lora_r))  # fmt: skip
+            for name, on in (
+                ("--freeze", self.freeze),
+                ("--prompt_tuning_length", self.prompt_tuning_length),
+                ("--lora_r", self.lora_r),
+            )  # fmt: skip
             if on
         ]
         if len(methods) > 1:

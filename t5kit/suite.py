@@ -42,12 +42,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from constants import get_task, task_score
 from t5kit.args import RANDOM_INIT_PREFIX
+from t5kit.exit_codes import EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE
+from t5kit.outputs import pyplot, save_figure
 from t5kit.sweep import (
-    EXIT_INTERRUPTED,
-    EXIT_PREEMPTED,
-    EXIT_USAGE,
     STATE_FILE,
     Runner,
     SweepError,
@@ -55,6 +53,7 @@ from t5kit.sweep import (
     load_sweep,
     run_runner,
 )
+from t5kit.tasks import get_task, task_score
 
 PROGRAM = Path(__file__).resolve().parent.parent / "fine_tune_t5.py"
 SPEC_FILE = "suite.json"
@@ -378,15 +377,10 @@ def format_markdown(summary: dict[str, Any]) -> str:
 
 
 def plot_summary(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = [*summary["tasks"], AVERAGE]
     models = summary["models"]
     width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.2))
+    fig, ax = pyplot().subplots(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.2))
     for i, model in enumerate(models):
         info = summary["per_model"][model]
         stats = [(info["tasks"].get(g) or {}).get("score") if g != AVERAGE else info["average"] for g in groups]
@@ -398,9 +392,7 @@ def plot_summary(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"score (0-100), mean ± std over {len(summary['seeds'])} seeds")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curve(summary: dict[str, Any], path: Path) -> bool:
@@ -412,20 +404,13 @@ def plot_curve(summary: dict[str, Any], path: Path) -> bool:
     )
     if len(points) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.errorbar([p[0] / 1e6 for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points],
                 marker="o", capsize=3)  # fmt: skip
     ax.set_xlabel("pre-training input tokens (millions; 0 = random init)")
     ax.set_ylabel("suite average (0-100)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -451,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", help="benchmark/task, e.g. glue/sst2 superglue/cb")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="fine-tuning seeds (0 1 2)")
     parser.add_argument("--baseline", help="the model the others are compared with (the first random_init: model)")
-    parser.add_argument("--config", help="a YAML of fine_tune_t5.py flags for every run, e.g. configs/finetune_cpu.yaml")
+    parser.add_argument(
+        "--config", help="a YAML of fine_tune_t5.py flags for every run, e.g. configs/finetune_cpu.yaml"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a fine_tune_t5.py flag for every run (overrides --config); repeatable")  # fmt: skip
     parser.add_argument("--suite_dir", default="runs/suite", help="where runs and results go (runs/suite)")

@@ -52,14 +52,13 @@ from typing import Any
 import yaml
 
 from t5kit.args import yaml_line_of
+from t5kit.exit_codes import EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE
+from t5kit.outputs import pyplot, save_figure
 from t5kit.tracking import METRICS_LOG, read_metrics_log
 
 STATE_FILE = "sweep_state.json"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-# A trial that exits 75 was pre-empted after saving a checkpoint (t5kit.fault_tolerance.EXIT_PREEMPTED): the runner
-# stops too, with the same status, so a SLURM requeue resumes the sweep and the trial.
-EXIT_PREEMPTED = 75
+# A trial that exits EXIT_PREEMPTED was pre-empted after saving a checkpoint: the runner stops too, with the same
+# status, so a SLURM requeue resumes the sweep and the trial.
 LOCK_FILE = ".runner.lock"
 METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")
@@ -278,8 +277,10 @@ def _sweeps():
 def to_sweep_run(trial: dict, metric_name: str, running: bool = False):
     sweeps = _sweeps()
 
-    state = "running" if running else {"finished": "finished", "stopped": "finished", "failed": "failed"}.get(
-        trial["state"], "running"
+    state = (
+        "running"
+        if running
+        else {"finished": "finished", "stopped": "finished", "failed": "failed"}.get(trial["state"], "running")
     )
     summary = {metric_name: trial["metric"]} if _is_number(trial.get("metric")) else {}
     return sweeps.SweepRun(
@@ -353,7 +354,7 @@ def build_command(sweep: dict, launcher: str, program: Path, args: list[str]) ->
     else:
         command = [*shlex.split(launcher), str(program), *args]
     # accelerate/deepspeed/torchrun of this environment when it is not activated (python -m venv without `activate`)
-    if command and not os.path.sep in command[0] and shutil.which(command[0]) is None:
+    if command and os.path.sep not in command[0] and shutil.which(command[0]) is None:
         beside = Path(sys.executable).parent / command[0]
         if beside.is_file():
             command[0] = str(beside)
@@ -505,7 +506,11 @@ class Runner:
             log.write(f"$ {shlex.join(command)}\n")
             log.flush()
             self.child = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True  # own process group
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # own process group
             )
             stopped = self.follow(trial, out)
             returncode = self.child.wait()
@@ -654,14 +659,9 @@ def write_results(
 
 
 def plot_results(path: Path, trials, sweep, searched, metric_name, best) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scored = [t for t in trials if _is_number(t.get("metric"))]
     panels = 1 + len(searched)
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.5), squeeze=False)
+    fig, axes = pyplot().subplots(1, panels, figsize=(4 * panels, 3.5), squeeze=False)
     axes = axes[0]
     numbers = [int(t["name"].split("-")[-1]) for t in scored]
     values = [t["metric"] for t in scored]
@@ -683,9 +683,7 @@ def plot_results(path: Path, trials, sweep, searched, metric_name, best) -> None
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric_name} per trial (best in red)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------------

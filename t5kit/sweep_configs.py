@@ -6,6 +6,7 @@
 Each file is a W&B sweep (`wandb sweep sweeps/glue_sst2.yaml`) that the offline runner (`python sweep.py`) reads
 too. `metric.name` is the key fine_tune_t5.py logs for the task's metric to optimise: the Trainer logs
 `eval_<metric>` and its W&B callback renames it `eval/<metric>`; `goal` follows the record's `greater_is_better`.
+Records marked `small_train_set` get more epochs and a later hyperband cut, `long_inputs` smaller batches.
 A task added to the table gets its sweep by rerunning `--write`. sweeps/pretrain.yaml is written by hand.
 """
 
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from constants import DATASET_VALS, TaskSpec
+from constants import DATASET_VALS
+from t5kit.tasks import TaskSpec, get_task
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_DIR = REPO / "sweeps"
@@ -28,13 +30,6 @@ COMMAND = ["accelerate", "launch", "${program}", "${args}"]
 DEEPSPEED_COMMAND = ["accelerate", "launch", "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
                      "${program}", "${args}"]  # fmt: skip
 DEEPSPEED_LAUNCHER_COMMAND = ["deepspeed", "${program}", "--deepspeed", "zero_stage2_config.json", "${args}"]
-
-# Small training sets (a few hundred to a few thousand examples) get more epochs and hyperband decides later.
-SMALL_TASKS = {("glue", "rte"), ("glue", "wnli"), ("glue", "mrpc"), ("glue", "stsb"), ("glue", "cola"),
-               ("superglue", "cb"), ("superglue", "copa"), ("superglue", "rte"), ("superglue", "wsc"),
-               ("superglue", "wic")}  # fmt: skip
-# Long inputs (passages): smaller batches.
-LONG_INPUT_TASKS = {("superglue", "boolq"), ("superglue", "multirc"), ("superglue", "record")}
 
 TRAIN_KEYS = ("train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "train/tokens_per_second")
 
@@ -64,8 +59,6 @@ def logged_keys(spec: TaskSpec) -> set[str]:
 
 def program_logged_keys(sweep: dict) -> set[str]:
     """The W&B keys the sweep's program logs for the sweep's task (fine-tuning) or for pre-training."""
-    from constants import get_task
-
     if sweep["program"] == "pre_train_t5.py":
         return {*TRAIN_KEYS, "eval/loss", "eval/span_accuracy"}
     params = sweep["parameters"]
@@ -73,9 +66,8 @@ def program_logged_keys(sweep: dict) -> set[str]:
 
 
 def sweep_config(spec: TaskSpec) -> dict:
-    key = (spec.benchmark, spec.name)
-    small = key in SMALL_TASKS
-    batches = [8, 16, 32] if key in LONG_INPUT_TASKS else [16, 32, 64]
+    small = spec.small_train_set  # more epochs; hyperband decides later
+    batches = [8, 16, 32] if spec.long_inputs else [16, 32, 64]
     return {
         "program": PROGRAM,
         "command": list(COMMAND),
@@ -120,7 +112,7 @@ def render(spec: TaskSpec) -> str:
         "# DeepSpeed ZeRO-2 variant: replace `command` below with",
         "#   command:",
         *_block(DEEPSPEED_COMMAND, "#     "),
-        "# or run the offline runner with --launcher \"" + " ".join(DEEPSPEED_COMMAND[:-2]) + '"',
+        '# or run the offline runner with --launcher "' + " ".join(DEEPSPEED_COMMAND[:-2]) + '"',
         "# (the DeepSpeed launcher works too: " + " ".join(DEEPSPEED_LAUNCHER_COMMAND) + ").",
     ]
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120)

@@ -116,7 +116,8 @@ def resolve_tokenizer(model_args, train_args, texts: Callable[[], Iterable[str]]
                 tokenizer = load_tokenizer(str(saved))
                 if len(tokenizer) != model_args.vocab_size:
                     raise UsageError(
-                        f"{saved} holds a tokenizer of {len(tokenizer)} tokens from an earlier run, but --vocab_size is "
+                        f"{saved} holds a tokenizer of {len(tokenizer)} tokens from an earlier run, but "
+                        "--vocab_size is "
                         f"{model_args.vocab_size}: choose another --output_dir, or delete {saved} to train a new one"
                     )
             else:

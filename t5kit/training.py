@@ -1,6 +1,6 @@
 """The training core shared by both scripts: run-folder checks, resume, trackers, the Trainer, and the outputs.
 
-A script builds its model, data and collator, then calls `train_and_save(...)`. Everything launcher-, tracker-
+A script builds its model, data and collator, then calls `train_evaluate_save(...)`. Everything launcher-, tracker-
 and output-related lives here once.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -26,18 +25,18 @@ from transformers import Seq2SeqTrainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from data_collators import LABEL_PAD_ID
-from t5kit import fault_tolerance as ft
+from t5kit import fault_tolerance
 from t5kit.args import T5TrainingArguments, UsageError, is_main_process
+from t5kit.exit_codes import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE
 from t5kit.loss import token_cross_entropy
 from t5kit.optim import AdamWScale
+from t5kit.outputs import RESULTS_FILE, plot_loss, save_results
 from t5kit.tracking import append_metrics_log, configure_trackers, flags_config, truncate_metrics_log
 
 logger = logging.getLogger("t5kit")
 
 LATEST = "latest"
-EXIT_USAGE = 2  # exit status for user mistakes (argparse's convention)
 ARGS_FILE = "args.yaml"  # every flag of the run, readable by --config
-RESULTS_FILE = "all_results.json"
 
 
 class RunComplete(Exception):
@@ -70,12 +69,12 @@ def run_main(main: Callable[[list[str] | None], dict], argv: list[str] | None = 
         code = EXIT_USAGE
     except RunComplete as done:
         print(str(done), flush=True)
-    except ft.Preempted as err:
+    except fault_tolerance.Preempted as err:
         print(f"pre-empted: {err}", file=sys.stderr)
-        code = ft.EXIT_PREEMPTED
-    except ft.NonFiniteLoss as err:
+        code = EXIT_PREEMPTED
+    except fault_tolerance.NonFiniteLoss as err:
         print(f"error: {err}", file=sys.stderr)
-        code = ft.EXIT_NONFINITE
+        code = EXIT_NONFINITE
     except BaseException:
         if _distributed():
             torch.distributed.destroy_process_group()  # a bug: its traceback prints, the group closes first
@@ -94,9 +93,9 @@ def exit_distributed(code: int) -> None:
     """Ends a process of a distributed run with `code`, skipping the interpreter's teardown.
 
     With 2 gloo processes (accelerate DDP and DeepSpeed ZeRO-2 on CPU), a run that had finished and saved everything
-    sometimes died at teardown with "terminate called without an active exception" (SIGABRT, exit -6 / 250 under the
-    deepspeed launcher): in about 1 of 10 full test runs, and once more after the process group was closed first. No
-    single run here reproduced it (32 repeats, with and without two busy neighbours), so the C++ object whose
+    can die at teardown with "terminate called without an active exception" (SIGABRT, exit -6 / 250 under the
+    deepspeed launcher), about once in 10 runs of the test suite, also when the process group is closed first. No
+    single run reproduced it (32 repeats, with and without two busy neighbours), so the C++ object whose
     destructor aborts is unknown. Nothing is left to do at that point, so the process ends with os._exit once every
     process has finished its work (a barrier, after a clean run), its W&B run is closed and its output is flushed:
     no destructor runs, and the exit status is the run's.
@@ -199,19 +198,19 @@ def _check_output_dir(args: T5TrainingArguments) -> str | None:
     except OSError as err:
         raise UsageError(f"--output_dir {out}: not writable ({err.strerror})") from None
     if is_main_process():
-        ft.remove_incomplete_checkpoints(out)
-    complete = ft.complete_checkpoints(out)
+        fault_tolerance.remove_incomplete_checkpoints(out)
+    complete = fault_tolerance.complete_checkpoints(out)
     resume = args.resume_from_checkpoint
     last = None
     for checkpoint in reversed(complete if resume == LATEST else []):
-        damage = ft.checkpoint_damage(checkpoint)
+        damage = fault_tolerance.checkpoint_damage(checkpoint)
         if damage is None:
             last = str(checkpoint)
             break
         logger.warning("%s is damaged (%s): skipping it for the checkpoint before it", checkpoint, damage)
     if resume == LATEST and complete and last is None:
         raise UsageError(f"--resume_from_checkpoint latest: every checkpoint in {out} is damaged, the newest "
-                         f"{complete[-1]}: {ft.checkpoint_damage(complete[-1])}")  # fmt: skip
+                         f"{complete[-1]}: {fault_tolerance.checkpoint_damage(complete[-1])}")  # fmt: skip
     if resume == LATEST:
         finished = finished_run(out, args)
         if finished:
@@ -222,10 +221,10 @@ def _check_output_dir(args: T5TrainingArguments) -> str | None:
                 truncate_metrics_log(out, 0)  # what an attempt without a checkpoint logged is logged again
             return None
         resume = last
-    elif resume and not (Path(resume) / ft.TRAINER_STATE).is_file():
+    elif resume and not (Path(resume) / fault_tolerance.TRAINER_STATE).is_file():
         raise UsageError(f"--resume_from_checkpoint {resume}: no such checkpoint folder (or an incomplete one)")
-    elif resume and ft.checkpoint_damage(Path(resume)):
-        raise UsageError(f"--resume_from_checkpoint {resume}: {ft.checkpoint_damage(Path(resume))}")
+    elif resume and fault_tolerance.checkpoint_damage(Path(resume)):
+        raise UsageError(f"--resume_from_checkpoint {resume}: {fault_tolerance.checkpoint_damage(Path(resume))}")
     if resume:
         announce_resume(args, Path(resume))
         return resume
@@ -248,19 +247,27 @@ def _check_output_dir(args: T5TrainingArguments) -> str | None:
 
 # What a run writes into its folder; a new run refuses a folder holding any of them (t5kit.training.prepare_output_dir).
 # (args.yaml is not one: a run that stopped at a mistake before training leaves only it, and may be run again.)
-RUN_OUTPUTS = (RESULTS_FILE, ft.TRAINER_STATE, "metrics.jsonl", "model.safetensors", "adapter_model.safetensors",
-               "tokenizer", "predictions", "submission")  # fmt: skip
+RUN_OUTPUTS = (
+    RESULTS_FILE,
+    fault_tolerance.TRAINER_STATE,
+    "metrics.jsonl",
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "tokenizer",
+    "predictions",
+    "submission",
+)
 
 
 def run_outputs(out: Path) -> list[str]:
     """The names of an earlier run's outputs in `out`: its checkpoints and RUN_OUTPUTS."""
-    names = [p.name for p in ft.complete_checkpoints(out)] + [n for n in RUN_OUTPUTS if (out / n).exists()]
+    names = [p.name for p in fault_tolerance.complete_checkpoints(out)] + [n for n in RUN_OUTPUTS if (out / n).exists()]
     return names
 
 
 def _read_state(folder: Path) -> dict:
     try:
-        return json.loads((folder / ft.TRAINER_STATE).read_text(encoding="utf-8"))
+        return json.loads((folder / fault_tolerance.TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -298,7 +305,7 @@ def announce_resume(args: T5TrainingArguments, checkpoint: Path) -> None:
     step = state.get("global_step", 0)
     total = args.max_steps if args.max_steps > 0 else state.get("max_steps", "?")
     if is_main_process():
-        later = [c for c in ft.complete_checkpoints(Path(args.output_dir)) if _step_of(c) > step]
+        later = [c for c in fault_tolerance.complete_checkpoints(Path(args.output_dir)) if _step_of(c) > step]
         if later:  # from the run that went on past this checkpoint (or damaged): this run saves those steps anew
             logger.warning("resuming from %s: removing the later %s", checkpoint.name, ", ".join(c.name for c in later))
             for folder in later:
@@ -351,7 +358,12 @@ def tied_aliases(model, missing: set[str]) -> set[str]:
 
 
 class T5Trainer(Seq2SeqTrainer):
-    """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl."""
+    """Seq2SeqTrainer that also logs the input-token throughput of each logging interval, and metrics.jsonl.
+
+    A callback passed to a script's `main(argv, callbacks=[...])` that defines `on_trainer(trainer)` is handed the
+    trainer once it is built (benchmarks read its collator and datasets; nothing needs to patch this class).
+    The transformers internals overridden here and in t5kit/evaluation.py are listed in docs/trainer_internals.md.
+    """
 
     _last_log: tuple[float, int] | None = None
     _flop_parameters: int | None = None  # floating_point_ops: non-embedding parameters, counted once
@@ -366,11 +378,14 @@ class T5Trainer(Seq2SeqTrainer):
                 "eps": self.args.adam_epsilon,
             })  # fmt: skip
         warn_if_fsdp_ignored(self.accelerator.distributed_type)
-        self.fault_tolerance = ft.FaultToleranceCallback(self)
+        self.fault_tolerance = fault_tolerance.FaultToleranceCallback(self)
         self.add_callback(self.fault_tolerance)
+        for callback in self.callback_handler.callbacks:  # a benchmark's timer, a test's probe: see the trainer
+            if callable(getattr(callback, "on_trainer", None)):
+                callback.on_trainer(self)
 
     def train(self, *args, **kwargs):
-        with ft.preemption_signals():
+        with fault_tolerance.preemption_signals():
             return super().train(*args, **kwargs)
 
     def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
@@ -397,7 +412,7 @@ class T5Trainer(Seq2SeqTrainer):
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def _save_checkpoint(self, model, trial) -> None:
-        ft.save_checkpoint(self, trial)
+        fault_tolerance.save_checkpoint(self, trial)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # No key/value cache in a teacher-forced training pass: T5's decoder would build one per forward (~1 ms).
@@ -411,7 +426,7 @@ class T5Trainer(Seq2SeqTrainer):
         accumulated batch (`num_items_in_batch`), so N accumulated micro-batches give the loss and gradient of one
         N-times larger batch. T5's own loss is a per-micro-batch mean that ignores that count, although its forward
         signature tells the Trainer otherwise: with --gradient_accumulation_steps 2 the logged loss and the gradient
-        were doubled (measured; tests/test_training_core.py).
+        would be doubled (tests/test_training_core.py checks they are not).
 
         Eager mode computes the loss with `t5kit.loss.token_cross_entropy` (no fp32 copies of the logits: ~0.14 s
         of a 1.4 s `mini` step on 2 CPU cores). Under --torch_compile the model's own cross-entropy is kept and
@@ -447,10 +462,10 @@ class T5Trainer(Seq2SeqTrainer):
             lengths = column_lengths(dataset, self.args.length_column_name)
             if lengths is not None:
                 batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-                return ft.EpochSeededLengthGroupedSampler(batch, lengths, seed)
+                return fault_tolerance.EpochSeededLengthGroupedSampler(batch, lengths, seed)
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
-            return ft.EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            return fault_tolerance.EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
 
     def floating_point_ops(self, inputs) -> int:
@@ -519,33 +534,7 @@ def describe_batch(args: T5TrainingArguments) -> dict[str, int]:
     }
 
 
-def plot_loss(log_history: list[dict], path: Path) -> None:
-    """Training (and eval, where logged) loss against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(row["step"], row["loss"]) for row in log_history if "loss" in row]
-    evals = [(row["step"], row["eval_loss"]) for row in log_history if "eval_loss" in row]
-    if not train and not evals:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for points, label in ((train, "train"), (evals, "eval")):
-        if points:
-            steps, losses = zip(*points)
-            ax.plot(steps, losses, marker="." if label == "eval" else None, label=label)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def train_and_save(
+def train_evaluate_save(
     trainer: T5Trainer,
     tokenizer,
     resume_checkpoint: str | None,
@@ -566,12 +555,18 @@ def train_and_save(
     results: dict = {}
     if trainer.train_dataset is not None:
         if resume_checkpoint:
-            ft.check_checkpoint_shape(trainer.model, resume_checkpoint)
-        if resume_checkpoint and not trainer.is_deepspeed_enabled and not asks_for_more(args, _read_state(Path(resume_checkpoint))):
+            fault_tolerance.check_checkpoint_shape(trainer.model, resume_checkpoint)
+        if (
+            resume_checkpoint
+            and not trainer.is_deepspeed_enabled
+            and not asks_for_more(args, _read_state(Path(resume_checkpoint)))
+        ):
             # The Trainer would train one step past the end; the run was stopped after its last checkpoint.
             logger.info("%s is the run's last step: nothing left to train", Path(resume_checkpoint).name)
             trainer._load_from_checkpoint(resume_checkpoint)
-            trainer.state = transformers.TrainerState.load_from_json(str(Path(resume_checkpoint) / ft.TRAINER_STATE))
+            trainer.state = transformers.TrainerState.load_from_json(
+                str(Path(resume_checkpoint) / fault_tolerance.TRAINER_STATE)
+            )
             if args.load_best_model_at_end and trainer.state.best_model_checkpoint:
                 trainer._load_best_model()
             results["train_metrics"] = f"not measured: training ended at {Path(resume_checkpoint).name}"
@@ -620,22 +615,6 @@ def parameters_agree_across_processes(trainer) -> bool | None:
         sums[1] += (values * (i + 1)).abs().sum()  # position-weighted, so swapped tensors also differ
     gathered = trainer.accelerator.gather(sums.unsqueeze(0))
     return bool((gathered == gathered[0]).all())
-
-
-def save_results(trainer, results: dict) -> None:
-    """<output_dir>/all_results.json, in the Trainer's format (other tools read it)."""
-    trainer.save_metrics("all", _jsonable(results), combined=False)
-
-
-def _jsonable(values: dict) -> dict:
-    clean = {}
-    for key, value in values.items():
-        if isinstance(value, (np.generic, torch.Tensor)):
-            value = value.item()
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)
-        clean[key] = value
-    return clean
 
 
 def token_accuracy_metrics() -> tuple[Callable, Callable]:

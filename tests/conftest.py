@@ -1,9 +1,6 @@
 import os
-import sys
-from pathlib import Path
 
-# Tests import the top-level scripts and modules; never reach the hub or W&B.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The scripts and t5kit are installed (`make setup`: pip install -e .); tests never reach the hub or W&B.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -22,14 +22,11 @@ import signal
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-import data_collators  # noqa: E402
-from t5kit import training  # noqa: E402
-from t5kit.training import T5Trainer  # noqa: E402
+import data_collators
+from t5kit import training
+from t5kit.training import T5Trainer
 
 
 def main() -> None:

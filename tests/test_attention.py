@@ -97,8 +97,15 @@ class KernelTest(parameterized.TestCase):
 def tiny_model(seed=0, dropout=0.0):
     torch.manual_seed(seed)
     config = T5Config(
-        vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, feed_forward_proj="gated-gelu",
-        dropout_rate=dropout, decoder_start_token_id=0,
+        vocab_size=128,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=dropout,
+        decoder_start_token_id=0,
     )
     return T5ForConditionalGeneration(config)
 
@@ -178,10 +185,18 @@ class ModelTest(parameterized.TestCase):
         q_len = case.get("q_len", 5)
         q, k, v = torch.randn(2, 4, q_len, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
         mask = torch.zeros(2, 1, q_len, 5) if case.get("additive") else None
-        with mock.patch.object(attention, "sdpa_attention_forward", return_value=("sdpa", None)) as sdpa, \
-                mock.patch.object(torch.compiler, "is_compiling", return_value=case.get("compiling", False)):
+        with (
+            mock.patch.object(attention, "sdpa_attention_forward", return_value=("sdpa", None)) as sdpa,
+            mock.patch.object(torch.compiler, "is_compiling", return_value=case.get("compiling", False)),
+        ):
             out, _ = attention.blocked_attention_forward(
-                module, q, k, v, mask, dropout=module.dropout if module.training else 0.0, scaling=1.0,
+                module,
+                q,
+                k,
+                v,
+                mask,
+                dropout=module.dropout if module.training else 0.0,
+                scaling=1.0,
                 position_bias=torch.zeros(1, 4, q_len, 5),
             )
         self.assertEqual(out, "sdpa")

@@ -21,8 +21,9 @@ from transformers import T5ForConditionalGeneration
 import fine_tune_t5
 import pre_train_t5
 from t5kit import fault_tolerance as ft
+from t5kit.exit_codes import EXIT_USAGE
 from t5kit.tokenizer import train_tokenizer
-from t5kit.training import EXIT_USAGE, T5Trainer
+from t5kit.training import T5Trainer
 from tests.helpers import corpus_slice, run_script_here
 
 SCRIPTS = {"pretrain": pre_train_t5.main, "finetune": fine_tune_t5.main}
@@ -33,19 +34,25 @@ STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsenten
 
 # name, script, the error line it must print
 CATALOGUE = [
-    ("malformed_jsonl_corpus", "pretrain", r"docs\.jsonl:2: malformed JSON .*\(--train_files\)"),
-    ("malformed_jsonl_task_file", "finetune", r"train\.jsonl line 2: invalid JSON.*\(check --train_file\)"),
-    ("missing_column_corpus", "pretrain", r"docs\.jsonl:1: no column 'text' \(--text_column\); found: body"),
-    ("non_string_text_corpus", "pretrain", r"docs\.jsonl:2: column 'text' holds a list, expected text \(--text_column\)"),
-    ("number_as_text_corpus", "pretrain", r"docs\.jsonl:1: column 'text' holds a int, expected text \(--text_column\)"),
-    ("missing_column_task_file", "finetune", r"train\.jsonl line 1: .*no column 'source'.*\(check --train_file\)"),
-    ("missing_t2t_key", "finetune", r"train\.jsonl line 1: .*'translation' object has no column 't'.*--train_file"),
-    ("empty_corpus_file", "pretrain", r"--train_files .*empty\.txt: the file is empty"),
-    ("empty_task_file", "finetune", r"train\.jsonl: file is empty.*--train_file"),
-    ("non_utf8_corpus", "pretrain", r"latin1\.txt:3: not valid UTF-8 \(byte 0xe9.*--train_files"),
-    ("non_utf8_glue_tsv", "finetune", r"SST-2/dev\.tsv line 3: not UTF-8 \(byte 0xe9.*--data_dir"),
-    ("unknown_glue_label", "finetune", r"SST-2/dev\.tsv line 3: label 'maybe' is not in the sst2 label set.*--data_dir"),
-    ("stsb_score_out_of_range", "finetune", r"STS-B/dev\.tsv line 3: score '7\.0'.*--data_dir"),
+    # Files: one format for the corpus and the task files (t5kit.readers), "FILE:LINE: message (column 'X', --flag)".
+    ("malformed_jsonl_corpus", "pretrain", r"docs\.jsonl:2: invalid JSON: .* \(--train_files\)$"),
+    ("malformed_jsonl_task_file", "finetune", r"train\.jsonl:2: invalid JSON: .* \(--train_file\)$"),
+    ("missing_column_corpus", "pretrain", r"docs\.jsonl:1: no column 'text'; found: body \(--text_column\)$"),
+    ("non_string_text_corpus", "pretrain",
+     r"docs\.jsonl:2: holds a list, expected text \(column 'text', --text_column\)$"),
+    ("number_as_text_corpus", "pretrain",
+     r"docs\.jsonl:1: holds a number, expected text \(column 'text', --text_column\)$"),
+    ("missing_column_task_file", "finetune",
+     r"train\.jsonl:1: no column 'source'; found: text, target \(--train_file\)$"),
+    ("missing_t2t_key", "finetune",
+     r"train\.jsonl:1: 'translation' object has no column 't'; found: s, x \(--train_file\)$"),
+    ("empty_corpus_file", "pretrain", r"empty\.txt: file is empty \(--train_files\)$"),
+    ("empty_task_file", "finetune", r"train\.jsonl: file is empty \(--train_file\)$"),
+    ("non_utf8_corpus", "pretrain", r"latin1\.txt:3: not valid UTF-8 \(byte 0xe9 .*\(--train_files\)$"),
+    ("non_utf8_glue_tsv", "finetune", r"SST-2/dev\.tsv:3: not valid UTF-8 \(byte 0xe9 .*\(--data_dir\)$"),
+    ("unknown_glue_label", "finetune",
+     r"SST-2/dev\.tsv:3: label 'maybe' is not in the sst2 label set.*\(column 'label', --data_dir\)$"),
+    ("stsb_score_out_of_range", "finetune", r"STS-B/dev\.tsv:3: score '7\.0'.*\(column 'score', --data_dir\)$"),
     ("config_unknown_key", "pretrain", r"cfg\.yaml: unknown key\(s\) max_stepz"),
     ("config_bad_yaml", "pretrain", r"cfg\.yaml:\d+: not valid YAML"),
     ("unknown_task", "finetune", r"--dataset_name 'nope' is not a glue task; choose one of: .*sst2"),
@@ -186,8 +193,11 @@ class BadInputTest(parameterized.TestCase):
                 "--do_train", "--report_to", "none", *self.out]  # fmt: skip
 
     def case_tokenizer_of_another_vocab_size(self):
-        train_tokenizer([line for line in self.corpus.read_text(encoding="utf-8").splitlines() if line.strip()],
-                        vocab_size=300, output_dir=self.tmp / "out" / "tokenizer")  # left by a run killed early
+        train_tokenizer(
+            [line for line in self.corpus.read_text(encoding="utf-8").splitlines() if line.strip()],
+            vocab_size=300,
+            output_dir=self.tmp / "out" / "tokenizer",
+        )  # left by a run killed early
         return ["--train_files", str(self.corpus), "--vocab_size", "400", *PRETRAIN, "--resume_from_checkpoint",
                 "latest", *self.out]  # fmt: skip
 

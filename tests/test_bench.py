@@ -4,23 +4,18 @@ modes (so they cannot silently rot)."""
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
 
 from absl.testing import absltest
 
+from bench import attention as attention_bench
+from bench import collator as collator_bench
+from bench import preprocessing as preprocessing_bench
+from bench import pretrain_quality, profile_step, run_all
+from bench import pretrain_throughput as pretrain_bench
 from tests.helpers import REPO
-
-sys.path.insert(0, str(REPO / "bench"))
-import attention as attention_bench  # noqa: E402
-import collator as collator_bench  # noqa: E402
-import preprocessing as preprocessing_bench  # noqa: E402
-import profile_step  # noqa: E402
-import pretrain_quality  # noqa: E402
-import pretrain_throughput as pretrain_bench  # noqa: E402
-import run_all  # noqa: E402
 
 
 class QuickBenchmarksTest(absltest.TestCase):
@@ -56,8 +51,10 @@ class QuickBenchmarksTest(absltest.TestCase):
         (run,) = summary["runs"]
         self.assertEqual(run["num_proc"], 1)
         self.assertGreater(run["corpus_tokens"], 0)
-        self.assertEqual(run["blocks"] * preprocessing_bench.RAW_LENGTH + run["corpus_tokens_dropped_by_packing"],
-                         run["corpus_tokens"])
+        self.assertEqual(
+            run["blocks"] * preprocessing_bench.RAW_LENGTH + run["corpus_tokens_dropped_by_packing"],
+            run["corpus_tokens"],
+        )
         self.assertGreater(run["peak_tree_anon"], 0)
         self.assertGreaterEqual(run["peak_tree_rss"], run["peak_tree_anon"])
         self.assertGreaterEqual(run["peak_tree_rss"], run["baseline_rss"])  # the polled peak includes the live worker
@@ -74,8 +71,10 @@ class QuickBenchmarksTest(absltest.TestCase):
         def logged(name, function):
             return lambda *a, **k: (order.append(name), function(*a, **k))[1]
 
-        with mock.patch.object(pretrain_bench, "run_ours", logged("ours", pretrain_bench.run_ours)), \
-                mock.patch.object(pretrain_bench, "run_plain", logged("plain", pretrain_bench.run_plain)):
+        with (
+            mock.patch.object(pretrain_bench, "run_ours", logged("ours", pretrain_bench.run_ours)),
+            mock.patch.object(pretrain_bench, "run_plain", logged("plain", pretrain_bench.run_plain)),
+        ):
             summary = pretrain_bench.main([*quick, "--rounds", "2", "--output", str(output)])
         self.assertEqual(order, ["ours", "plain", "plain", "ours"])  # round 2 swaps which goes first
         ours, plain = summary["runs"][:2]

@@ -410,6 +410,44 @@ class ValidationTest(parameterized.TestCase):
     def test_defaults_are_consistent(self):
         collator = dc.T5DataCollator(tokenizer=TOKENIZER)
         self.assertEqual((collator.raw_length, collator.input_length, collator.target_length), (568, 512, 114))
+        self.assertEqual(dc.check_span_corruption_settings(), (568, 114))
+
+    @parameterized.parameters(*[(name, *setting) for name, *setting in SETTINGS])
+    def test_target_length_defaults_to_what_the_settings_need(self, name, input_length, density, span):
+        collator = dc.T5DataCollator(tokenizer=TOKENIZER, input_length=input_length, noise_density=density,
+                                     mean_noise_span_length=span)  # fmt: skip
+        lengths = dc.check_span_corruption_settings(input_length, density, span)
+        self.assertEqual((collator.raw_length, collator.target_length), lengths, name)
+        self.assertEqual(lengths, dc.compute_input_and_target_lengths(input_length, density, span))
+
+
+class SettingsCheckTest(parameterized.TestCase):
+    """check_span_corruption_settings: the one check of the span-corruption flags (pre_train_t5 runs it with
+    prefix "--" before reading any data)."""
+
+    @parameterized.named_parameters(
+        ("density_zero", (64, 0.0, 3.0), r"^--noise_density must be in \(0, 1\), got 0\.0$"),
+        ("density_one", (64, 1.0, 3.0), r"^--noise_density must be in \(0, 1\), got 1\.0$"),
+        ("span_short", (64, 0.15, 0.5), r"^--mean_noise_span_length must be >= 1, got 0\.5$"),
+        (
+            "input_too_short",
+            (3, 0.15, 3.0),
+            r"^--input_length 3 is too short for span corruption with --noise_density "
+            r"0\.15 and --mean_noise_span_length 3\.0; the shortest that works is 10$",
+        ),
+        ("input_one", (1, 0.15, 3.0), r"^--input_length 1 is too short .*; the shortest that works is 10$"),
+        ("one_span_does_not_fit", (8, 0.15, 3.0), r"^--input_length 8 is too short"),
+    )
+    def test_refused_with_the_flag_named(self, settings, message):
+        with self.assertRaisesRegex(ValueError, message):
+            dc.check_span_corruption_settings(*settings, prefix="--")
+
+    def test_without_prefix_names_the_parameters(self):
+        with self.assertRaisesRegex(ValueError, r"^noise_density must be in"):
+            dc.check_span_corruption_settings(64, 1.5)
+
+    def test_shortest_suggested_works(self):
+        self.assertEqual(dc.check_span_corruption_settings(10), dc.compute_input_and_target_lengths(10, 0.15, 3.0))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Real 2-process CPU runs (gloo) under the launchers users use: accelerate DDP, torchrun, DeepSpeed ZeRO-2/3, and a wrong launch."""
+"""Real 2-process CPU runs (gloo) under the launchers users use: accelerate DDP, torchrun, DeepSpeed ZeRO-2/3, and a
+wrong launch."""
 
 from __future__ import annotations
 
@@ -45,9 +46,28 @@ class DistributedCpuTest(absltest.TestCase):
 
     def pretrain_argv(self, out: Path, per_device: int, save_steps: int | None = None) -> list[str]:
         saving = ["--save_steps", str(save_steps)] if save_steps else ["--save_strategy", "no"]
-        return ["pre_train_t5.py", "--train_files", str(self.corpus), "--tokenizer_name_or_path", str(self.tmp / "tok"),
-                "--model_config", "tiny", "--input_length", "64", "--per_device_train_batch_size", str(per_device),
-                "--max_steps", "6", "--logging_steps", "1", *saving, "--seed", "5", "--output_dir", str(out)]  # fmt: skip
+        return [
+            "pre_train_t5.py",
+            "--train_files",
+            str(self.corpus),
+            "--tokenizer_name_or_path",
+            str(self.tmp / "tok"),
+            "--model_config",
+            "tiny",
+            "--input_length",
+            "64",
+            "--per_device_train_batch_size",
+            str(per_device),
+            "--max_steps",
+            "6",
+            "--logging_steps",
+            "1",
+            *saving,
+            "--seed",
+            "5",
+            "--output_dir",
+            str(out),
+        ]
 
     def test_accelerate_ddp_and_torchrun_pretraining_match_one_process(self):
         one, two, torchrun = self.tmp / "one", self.tmp / "two", self.tmp / "torchrun"
@@ -62,7 +82,9 @@ class DistributedCpuTest(absltest.TestCase):
             self.assertTrue(results["parameters_agree_across_processes"])
             self.assertLen(losses(launched), 6)
             for step, (a, b) in enumerate(zip(losses(one), losses(launched), strict=True), start=1):
-                self.assertAlmostEqual(a, b, delta=1e-3 * abs(a), msg=f"{launched.name} step {step}: 1 process {a} vs {b}")
+                self.assertAlmostEqual(
+                    a, b, delta=1e-3 * abs(a), msg=f"{launched.name} step {step}: 1 process {a} vs {b}"
+                )
 
     def test_checkpoints_resume_under_the_same_launcher(self):
         """A checkpoint written by 2 DDP processes (and one by DeepSpeed ZeRO-2) resumes with the same loss trace."""

@@ -8,8 +8,8 @@ schedule, optimizer, accumulation position and epoch to carry across each kill.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 import fine_tune_t5
 import pre_train_t5
 from data_collators import T5DataCollator
-from t5kit import fault_tolerance as ft
+from t5kit import fault_tolerance
+from t5kit.exit_codes import EXIT_NONFINITE, EXIT_PREEMPTED
 from t5kit.tokenizer import train_tokenizer
 from t5kit.training import T5Trainer
 from tests.helpers import REPO, SHARED_DATA, corpus_slice, run_script_here
@@ -90,17 +91,22 @@ class PretrainKillResumeTest(absltest.TestCase):
             ("kill_micro:9", [], -9, "checkpoint-4"),  # mid-accumulation: step 5's first of 2 micro-batches
             ("kill_after_save:8", RESUME, -9, "checkpoint-8"),  # right after a checkpoint, mid-epoch 2
             ("kill_in_save:12", RESUME, -9, "checkpoint-10"),  # during a save: checkpoint-10 (epoch end) survives
-            ("sigterm_micro:5", RESUME, ft.EXIT_PREEMPTED, "checkpoint-13"),  # SIGTERM in step 13 (micro-batches count per process)
+            (
+                "sigterm_micro:5",
+                RESUME,
+                EXIT_PREEMPTED,
+                "checkpoint-13",
+            ),  # SIGTERM in step 13 (micro-batches count per process)
             ("none", RESUME, 0, "checkpoint-14"),
         ]
         for fault, extra, code, latest in stages:
             proc = run(fault, "pre_train_t5.py", [*argv, *extra])
             self.assertEqual(proc.returncode, code, f"{fault}:\n{proc.stderr[-3000:]}")
-            complete = ft.complete_checkpoints(out)
+            complete = fault_tolerance.complete_checkpoints(out)
             self.assertEqual(complete[-1].name, latest, fault)
             if fault.startswith("kill_in_save"):
                 self.assertTrue((out / "tmp-checkpoint-12").is_dir())  # the partial save, never resumed from
-                self.assertFalse((out / "tmp-checkpoint-12" / ft.TRAINER_STATE).exists())
+                self.assertFalse((out / "tmp-checkpoint-12" / fault_tolerance.TRAINER_STATE).exists())
             if fault.startswith("sigterm"):
                 self.assertIn("SIGTERM received: saved checkpoint-13", proc.stderr)
                 self.assertNotIn("Traceback", proc.stderr)
@@ -113,10 +119,12 @@ class PretrainKillResumeTest(absltest.TestCase):
         self.assertEqual(sum("collated" in row for row in runs[1]), 9)
         self.assertEqual([row["step"] for row in runs[1] if "loss" in row], [5, 6, 7, 8])
         self.assertFalse(list(out.glob("tmp-*")))  # the next start removed the partial save
-        for folder in (out, *ft.complete_checkpoints(out)):  # weights as safetensors only, never pickles
+        for folder in (out, *fault_tolerance.complete_checkpoints(out)):  # weights as safetensors only, never pickles
             self.assertTrue((folder / "model.safetensors").is_file(), folder)
             self.assertFalse(list(folder.glob("pytorch_model*.bin")), folder)
-        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-13", "checkpoint-14"])
+        self.assertEqual(
+            [p.name for p in fault_tolerance.complete_checkpoints(out)], ["checkpoint-13", "checkpoint-14"]
+        )
 
     def test_secrets_are_never_logged_or_saved(self):
         """WANDB_API_KEY and HF_TOKEN from the environment appear in no output, run file or checkpoint."""
@@ -168,11 +176,11 @@ class PretrainKillResumeTest(absltest.TestCase):
 
     def test_nonfinite_loss_stops_with_step_and_hint_saving_nothing_corrupt(self):
         code, stderr, out = self.run_with_nan_at_micro_batch(5, "--max_steps", "4")  # step 3
-        self.assertEqual(code, ft.EXIT_NONFINITE, stderr[-3000:])
+        self.assertEqual(code, EXIT_NONFINITE, stderr[-3000:])
         self.assertIn("error: the loss or gradients became NaN/inf at step 3", stderr)
         self.assertIn("--bf16", stderr)
         self.assertIn("--learning_rate", stderr)
-        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-2"])
+        self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(out)], ["checkpoint-2"])
         weights = load_file(out / "checkpoint-2" / "model.safetensors")
         self.assertTrue(all(torch.isfinite(w).all() for w in weights.values()))
 
@@ -249,10 +257,10 @@ class AtomicCheckpointTest(absltest.TestCase):
         for step, complete in ((2, True), (4, True), (6, False)):
             (tmp / f"checkpoint-{step}").mkdir()
             if complete:
-                (tmp / f"checkpoint-{step}" / ft.TRAINER_STATE).write_text("{}")
+                (tmp / f"checkpoint-{step}" / fault_tolerance.TRAINER_STATE).write_text("{}")
         (tmp / "tmp-checkpoint-8").mkdir()
-        self.assertEqual([p.name for p in ft.complete_checkpoints(tmp)], ["checkpoint-2", "checkpoint-4"])
-        ft.remove_incomplete_checkpoints(tmp)
+        self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(tmp)], ["checkpoint-2", "checkpoint-4"])
+        fault_tolerance.remove_incomplete_checkpoints(tmp)
         self.assertFalse((tmp / "tmp-checkpoint-8").exists())
 
     def test_a_resave_killed_between_its_renames_keeps_the_step(self):
@@ -264,11 +272,11 @@ class AtomicCheckpointTest(absltest.TestCase):
                 for folder, marker in (("tmp-old-checkpoint-4", "old"), ("tmp-checkpoint-4", "new")):
                     (tmp / folder).mkdir()
                     (tmp / folder / "which").write_text(marker)
-                (tmp / "tmp-old-checkpoint-4" / ft.TRAINER_STATE).write_text("{}")
+                (tmp / "tmp-old-checkpoint-4" / fault_tolerance.TRAINER_STATE).write_text("{}")
                 if new_complete:
-                    (tmp / "tmp-checkpoint-4" / ft.TRAINER_STATE).write_text("{}")
-                ft.remove_incomplete_checkpoints(tmp)
-                self.assertEqual([p.name for p in ft.complete_checkpoints(tmp)], ["checkpoint-4"])
+                    (tmp / "tmp-checkpoint-4" / fault_tolerance.TRAINER_STATE).write_text("{}")
+                fault_tolerance.remove_incomplete_checkpoints(tmp)
+                self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(tmp)], ["checkpoint-4"])
                 self.assertEqual((tmp / "checkpoint-4" / "which").read_text(), kept)
                 self.assertEqual(sorted(p.name for p in tmp.iterdir()), ["checkpoint-4"])
 

@@ -23,9 +23,9 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 import fine_tune_t5
-from constants import get_task
-from t5kit import attention
+from t5kit import attention, evaluation
 from t5kit.args import UsageError
+from t5kit.tasks import get_task
 from tests.helpers import REPO, SHARED_DATA, shared_file
 
 GLUE_DIR = SHARED_DATA / "glue"
@@ -35,7 +35,7 @@ TINY = [
     "--report_to", "none", "--disable_tqdm", "True",
 ]  # fmt: skip
 EVAL_SAMPLES = 32
-INVALID = -1  # a prediction that is no label word (constants.postprocess)
+INVALID = -1  # a prediction that is no label word (t5kit.tasks.postprocess)
 # Logit / score gap under which a batched run and the one-by-one fp32 reference here may pick differently: float
 # reordering in fp32; in bf16 (the default where the CPU has AVX-512 BF16), rounding to 8 mantissa bits (2^-8 relative
 # on values of a few units).
@@ -277,13 +277,13 @@ class EvalModeTest(absltest.TestCase):
         candidates = torch.tensor([[5, 1, -100], [6, 7, 1]])
         scores = torch.tensor([[-1.0, -4.0], [-2.0, -0.5]])
         labels = torch.tensor([[6, 7, 1], [5, 1, -100]])
-        loss = fine_tune_t5.loss_from_candidate_scores(scores, labels, candidates)
+        loss = evaluation.loss_from_candidate_scores(scores, labels, candidates)
         self.assertAlmostEqual(loss.item(), (4.0 + 2.0) / 5, places=6)
         # Labels wider than the candidates (extra padding) still match.
         wide = torch.nn.functional.pad(labels, (0, 2), value=-100)
-        self.assertAlmostEqual(fine_tune_t5.loss_from_candidate_scores(scores, wide, candidates).item(), 1.2, places=6)
+        self.assertAlmostEqual(evaluation.loss_from_candidate_scores(scores, wide, candidates).item(), 1.2, places=6)
         # A target that is no candidate (truncated, or a free-text reference): no shortcut, the caller runs the loss.
-        self.assertIsNone(fine_tune_t5.loss_from_candidate_scores(scores, torch.tensor([[6, 1], [5, 1]]), candidates))
+        self.assertIsNone(evaluation.loss_from_candidate_scores(scores, torch.tensor([[6, 1], [5, 1]]), candidates))
 
     def test_candidate_scores_are_teacher_forced_likelihoods(self):
         """candidate_scores (a row per example and candidate, candidates in chunks) equals each candidate scored
@@ -299,11 +299,11 @@ class EvalModeTest(absltest.TestCase):
             model = T5ForConditionalGeneration.from_pretrained(
                 self.model_dir, attn_implementation=implementation
             ).eval()
-            candidates = fine_tune_t5.rank_candidates_of(get_task("glue", task))
+            candidates = evaluation.rank_candidates_of(get_task("glue", task))
             scorer = types.SimpleNamespace(candidates=candidates, processing_class=tokenizer, _candidate_ids=None)
             with torch.no_grad():
                 encoded = model.get_encoder()(**inputs).last_hidden_state
-                got = fine_tune_t5.FineTuneTrainer.candidate_scores(scorer, model, encoded, inputs.attention_mask)
+                got = evaluation.FineTuneTrainer.candidate_scores(scorer, model, encoded, inputs.attention_mask)
                 expected = torch.tensor([
                     [-model(**tokenizer(text, return_tensors="pt"), labels=ids).loss.item() * ids.shape[1]
                      for ids in (tokenizer(c, return_tensors="pt").input_ids for c in candidates)]

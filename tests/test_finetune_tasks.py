@@ -20,10 +20,10 @@ from absl.testing import absltest, parameterized
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score
 
-import constants
 import fine_tune_t5
-import task_data
+from t5kit import task_files
 from t5kit.finetune_data import to_text
+from t5kit.tasks import get_task
 from tests.helpers import ModuleScratch, shared_file
 
 TINY_MODEL = [
@@ -81,7 +81,6 @@ def superglue_run(task: str) -> Path:
 
 
 class SuperGlueEndToEndTest(parameterized.TestCase):
-
     @parameterized.parameters("cb", "rte")
     def test_metrics_are_recomputed_from_the_predictions(self, task):
         run_dir = superglue_run(task)
@@ -92,8 +91,10 @@ class SuperGlueEndToEndTest(parameterized.TestCase):
         words = LABEL_WORDS[task]
         val = read_jsonl(shared_file(f"superglue/{FOLDER[task]}/val.jsonl"))[:NUM_EVAL]
         # T5 preprocessors.glue: "<task> hypothesis: ... premise: ..." (sorted keys), target = the label word.
-        self.assertEqual([(r["input"], r["target"]) for r in rows],
-                         [(f"{task} hypothesis: {v['hypothesis']} premise: {v['premise']}", v["label"]) for v in val])
+        self.assertEqual(
+            [(r["input"], r["target"]) for r in rows],
+            [(f"{task} hypothesis: {v['hypothesis']} premise: {v['premise']}", v["label"]) for v in val],
+        )
         gold = [words.index(r["target"]) for r in rows]
         predicted = [words.index(r["prediction"].strip()) if r["prediction"].strip() in words else -1 for r in rows]
         self.assertAlmostEqual(results["eval_accuracy"], 100 * accuracy_score(gold, predicted), places=9)
@@ -130,7 +131,9 @@ class TextToTextEndToEndTest(absltest.TestCase):
         cls.tmp = module_tmp() / "text"
         cls.tmp.mkdir(parents=True, exist_ok=True)
         lines = shared_file("corpus/wikitext2_tokenized/part-000.txt").read_text(encoding="utf-8").split("\n")
-        sentences = [" ".join(l.split()[:30]) for l in lines if len(l.split()) > 12 and not l.startswith(" =")][:260]
+        sentences = [
+            " ".join(line.split()[:30]) for line in lines if len(line.split()) > 12 and not line.startswith(" =")
+        ][:260]
 
         def write(name, rows):
             with (cls.tmp / name).open("w", encoding="utf-8") as handle:
@@ -143,15 +146,20 @@ class TextToTextEndToEndTest(absltest.TestCase):
         qa = []
         for i, s in enumerate(sentences):
             long_words = [w for w in s.split() if w.isalpha() and len(w) > 3][:2] or s.split()[:1]
-            qa.append({"source": f"question: What is a long word? context: {s}",
-                       "target": long_words[0] if i % 3 == 0 else long_words})
+            qa.append(
+                {
+                    "source": f"question: What is a long word? context: {s}",
+                    "target": long_words[0] if i % 3 == 0 else long_words,
+                }
+            )
         for name, rows in (("sum", summaries), ("qa", qa)):
             write(f"{name}_train.jsonl", rows[:240])
             write(f"{name}_dev.jsonl", rows[240:])
         cls.runs = {}
-        for name, extra in (("summarization", ["--source_column", "text", "--target_column", "summary",
-                                               "--prefix", "summarize:"]),
-                            ("qa", [])):
+        for name, extra in (
+            ("summarization", ["--source_column", "text", "--target_column", "summary", "--prefix", "summarize:"]),
+            ("qa", []),
+        ):
             stem = "sum" if name == "summarization" else "qa"
             run_dir = cls.tmp / f"run-{name}"
             fine_tune_t5.main([
@@ -205,22 +213,42 @@ class NestedSuperGlueEndToEndTest(absltest.TestCase):
         for p in range(6):
             questions = []
             for q in range(2):
-                answers = [{"text": f"answer {p} {q} {a}", "idx": 100 * p + 10 * q + a, "label": int(a == 0)}
-                           for a in range(2)]
-                questions.append({"question": f"Question {q} about paragraph {p}?", "idx": 10 * p + q,
-                                  "answers": answers})
-            multirc.append({"idx": p, "passage": {"text": f"<b>Sent 1: </b>Paragraph {p}.<br>",
-                                                  "questions": questions}})
+                answers = [
+                    {"text": f"answer {p} {q} {a}", "idx": 100 * p + 10 * q + a, "label": int(a == 0)} for a in range(2)
+                ]
+                questions.append(
+                    {"question": f"Question {q} about paragraph {p}?", "idx": 10 * p + q, "answers": answers}
+                )
+            multirc.append(
+                {"idx": p, "passage": {"text": f"<b>Sent 1: </b>Paragraph {p}.<br>", "questions": questions}}
+            )
         record = []
         for p in range(6):
             text = f"Alice met Bob in Paris on day {p}.\n@highlight\nThey talked"
-            record.append({"idx": p, "passage": {"text": text, "entities": [
-                {"start": 0, "end": 4}, {"start": 10, "end": 12}, {"start": 17, "end": 21}]},
-                "qas": [{"query": "@placeholder met Bob.", "idx": 2 * p,
-                         "answers": [{"start": 0, "end": 4, "text": "Alice"}]},
-                        {"query": "They met in @placeholder.", "idx": 2 * p + 1,
-                         "answers": [{"start": 17, "end": 21, "text": "Paris"},
-                                     {"start": 17, "end": 21, "text": "Paris, France"}]}]})
+            record.append(
+                {
+                    "idx": p,
+                    "passage": {
+                        "text": text,
+                        "entities": [{"start": 0, "end": 4}, {"start": 10, "end": 12}, {"start": 17, "end": 21}],
+                    },
+                    "qas": [
+                        {
+                            "query": "@placeholder met Bob.",
+                            "idx": 2 * p,
+                            "answers": [{"start": 0, "end": 4, "text": "Alice"}],
+                        },
+                        {
+                            "query": "They met in @placeholder.",
+                            "idx": 2 * p + 1,
+                            "answers": [
+                                {"start": 17, "end": 21, "text": "Paris"},
+                                {"start": 17, "end": 21, "text": "Paris, France"},
+                            ],
+                        },
+                    ],
+                }
+            )
         for folder, rows in (("MultiRC", multirc), ("ReCoRD", record)):
             (cls.data / folder).mkdir(parents=True)
             for split, part in (("train", rows), ("val", rows[:3]), ("test", rows[3:])):
@@ -232,19 +260,38 @@ class NestedSuperGlueEndToEndTest(absltest.TestCase):
         tokenizer = superglue_run("rte") / "tokenizer"
         for task in ("multirc", "record"):
             run_dir = module_tmp() / f"nested-{task}"
-            fine_tune_t5.main([
-                "--benchmark", "superglue", "--dataset_name", task, "--data_dir", str(cls.data), *TINY_MODEL,
-                "--tokenizer_name_or_path", str(tokenizer), "--do_train", "--do_eval", "--do_predict", "--max_steps", "4",
-                "--max_target_length", "16", "--output_dir", str(run_dir),
-            ])  # fmt: skip
+            fine_tune_t5.main(
+                [
+                    "--benchmark",
+                    "superglue",
+                    "--dataset_name",
+                    task,
+                    "--data_dir",
+                    str(cls.data),
+                    *TINY_MODEL,
+                    "--tokenizer_name_or_path",
+                    str(tokenizer),
+                    "--do_train",
+                    "--do_eval",
+                    "--do_predict",
+                    "--max_steps",
+                    "4",
+                    "--max_target_length",
+                    "16",
+                    "--output_dir",
+                    str(run_dir),
+                ]
+            )
             cls.runs[task] = run_dir
 
     def test_multirc_groups_and_nested_leaderboard(self):
         results = read_results(self.runs["multirc"])
         rows = read_jsonl(self.runs["multirc"] / "predictions" / "superglue_multirc_validation.jsonl")
         self.assertLen(rows, 12)  # 3 paragraphs x 2 questions x 2 answer options
-        self.assertEqual(rows[0]["input"], "multirc question: Question 0 about paragraph 0? answer: answer 0 0 0 "
-                                           "paragraph: Sent 1: Paragraph 0. ")
+        self.assertEqual(
+            rows[0]["input"],
+            "multirc question: Question 0 about paragraph 0? answer: answer 0 0 0 paragraph: Sent 1: Paragraph 0. ",
+        )
         ok = [r["prediction"].strip() == r["target"] for r in rows]
         by_question = [all(ok[i : i + 2]) for i in range(0, 12, 2)]
         self.assertAlmostEqual(results["eval_group_em"], 100 * np.mean(by_question), places=9)
@@ -263,13 +310,16 @@ class NestedSuperGlueEndToEndTest(absltest.TestCase):
         rows = read_jsonl(self.runs["record"] / "predictions" / "superglue_record_validation.jsonl")
         self.assertLen(rows, 6)  # one row per query
         self.assertEqual(rows[1]["references"], ["Paris", "Paris, France"])
-        self.assertEqual(rows[1]["input"], "record query: They met in @placeholder. entities: Alice, Bob, Paris "
-                                           "passage: Alice met Bob in Paris on day 0. They talked")
+        self.assertEqual(
+            rows[1]["input"],
+            "record query: They met in @placeholder. entities: Alice, Bob, Paris "
+            "passage: Alice met Bob in Paris on day 0. They talked",
+        )
         exact = [r["prediction"].strip().lower() in [a.lower() for a in r["references"]] for r in rows]
         self.assertAlmostEqual(results["eval_squad_em"], 100 * np.mean(exact), places=9)
         # Training sees one row per gold answer (T5 preprocessors.record): 6 passages x (1 + 2) answers.
-        spec = constants.get_task("superglue", "record")
-        train, _ = task_data.load_glue_split(spec, "train", str(self.data))
+        spec = get_task("superglue", "record")
+        train, _ = task_files.load_benchmark_split(spec, "train", str(self.data))
         rows = to_text(spec, train, labeled=True, each_answer=True)
         self.assertLen(rows, 18)
         self.assertEqual(rows["target"][1:3], ["Paris", "Paris, France"])

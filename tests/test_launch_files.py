@@ -12,7 +12,7 @@ from pathlib import Path
 
 from absl.testing import absltest, parameterized
 
-from t5kit.fault_tolerance import EXIT_PREEMPTED
+from t5kit.exit_codes import EXIT_PREEMPTED
 from tests.helpers import REPO
 
 SLURM = sorted((REPO / "slurm").glob("*"))

@@ -1,4 +1,4 @@
-"""Tests for metrics.py and constants.compute_task_metrics: hand-checkable
+"""Tests for metrics.py and tasks.compute_task_metrics: hand-checkable
 predictions, compared with scikit-learn / scipy called directly."""
 
 import math
@@ -13,23 +13,23 @@ from rouge_score import rouge_scorer
 import constants
 import metrics
 from metrics import INVALID
+from t5kit import tasks
 
 
 class MetricFunctionTest(parameterized.TestCase):
-
     def test_accuracy_counts_invalid_as_wrong(self):
         targets, predictions = [1, 0, 1, 1], [1, INVALID, 0, 1]
         self.assertAlmostEqual(metrics.accuracy(targets, predictions), 50.0)
-        self.assertAlmostEqual(metrics.accuracy(targets, predictions),
-                               100 * sklearn.metrics.accuracy_score(targets, predictions))
+        self.assertAlmostEqual(
+            metrics.accuracy(targets, predictions), 100 * sklearn.metrics.accuracy_score(targets, predictions)
+        )
 
     def test_f1_differs_from_accuracy(self):
         # TP=1, FP=1, FN=0: precision 1/2, recall 1 -> F1 2/3; accuracy 3/4.
         targets, predictions = [1, 0, 0, 0], [1, 1, 0, 0]
         self.assertAlmostEqual(metrics.f1(targets, predictions), 200 / 3)
         self.assertAlmostEqual(metrics.accuracy(targets, predictions), 75.0)
-        self.assertAlmostEqual(metrics.f1(targets, predictions),
-                               100 * sklearn.metrics.f1_score(targets, predictions))
+        self.assertAlmostEqual(metrics.f1(targets, predictions), 100 * sklearn.metrics.f1_score(targets, predictions))
 
     def test_f1_replaces_invalid_by_opposite_label(self):
         # T5 f1_score_with_invalid: INVALID -> 1 - target, so [1, 0, 1, 0, 0].
@@ -37,8 +37,7 @@ class MetricFunctionTest(parameterized.TestCase):
         replaced = [1, 0, 1, 0, 0]
         # TP=1, FP=1, FN=2: precision 1/2, recall 1/3 -> F1 = 0.4.
         self.assertAlmostEqual(metrics.f1(targets, predictions), 40.0)
-        self.assertAlmostEqual(metrics.f1(targets, predictions),
-                               100 * sklearn.metrics.f1_score(targets, replaced))
+        self.assertAlmostEqual(metrics.f1(targets, predictions), 100 * sklearn.metrics.f1_score(targets, replaced))
 
     def test_f1_rejects_multiclass(self):
         with self.assertRaisesRegex(ValueError, "binary"):
@@ -54,8 +53,7 @@ class MetricFunctionTest(parameterized.TestCase):
 
     def test_mcc_hand_value(self):
         # TP=1, TN=2, FP=0, FN=1: (2 - 0) / sqrt(1 * 2 * 3 * 2) = 0.5773...
-        self.assertAlmostEqual(metrics.mcc([1, 0, 1, 0], [1, 0, 0, 0]),
-                               100 * 2 / math.sqrt(12))
+        self.assertAlmostEqual(metrics.mcc([1, 0, 1, 0], [1, 0, 0, 0]), 100 * 2 / math.sqrt(12))
 
     def test_mcc_against_constant_predictions_is_zero(self):
         # A model that always says "acceptable" (CoLA's majority class): 0, not NaN.
@@ -73,16 +71,18 @@ class MetricFunctionTest(parameterized.TestCase):
         self.assertAlmostEqual(metrics.macro_f1(targets, predictions), 100 * (1 + 1 + 2 / 3) / 3)
         self.assertAlmostEqual(
             metrics.macro_f1(targets, predictions),
-            100 * sklearn.metrics.f1_score(targets, predictions, labels=[0, 1, 2],
-                                           average="macro"))
+            100 * sklearn.metrics.f1_score(targets, predictions, labels=[0, 1, 2], average="macro"),
+        )
 
     def test_pearson_and_spearman_match_scipy(self):
         targets = [0.0, 1.2, 2.6, 3.8, 5.0]
         predictions = [0.4, 1.0, 3.0, 3.2, 4.6]
-        self.assertAlmostEqual(metrics.pearson(targets, predictions),
-                               100 * scipy.stats.pearsonr(targets, predictions)[0])
-        self.assertAlmostEqual(metrics.spearman(targets, predictions),
-                               100 * scipy.stats.spearmanr(targets, predictions)[0])
+        self.assertAlmostEqual(
+            metrics.pearson(targets, predictions), 100 * scipy.stats.pearsonr(targets, predictions)[0]
+        )
+        self.assertAlmostEqual(
+            metrics.spearman(targets, predictions), 100 * scipy.stats.spearmanr(targets, predictions)[0]
+        )
         self.assertAlmostEqual(metrics.pearson([0.0, 2.0, 4.0], [1.0, 2.0, 3.0]), 100.0)
         # Ranks [1, 2, 3] vs [1, 3, 2]: 1 - 6 * 2 / (3 * 8) = 0.5.
         self.assertAlmostEqual(metrics.spearman([0.0, 2.0, 4.0], [1.0, 5.0, 3.0]), 50.0)
@@ -105,103 +105,96 @@ class MetricFunctionTest(parameterized.TestCase):
 
     def test_replace_invalid_scores_picks_the_farthest_end(self):
         self.assertEqual(
-            metrics.replace_invalid_scores([4.0, 1.0, 2.0, 3.0], [INVALID, INVALID, 3.2, math.nan],
-                                           0.0, 5.0),
-            [0.0, 5.0, 3.2, 0.0])
+            metrics.replace_invalid_scores([4.0, 1.0, 2.0, 3.0], [INVALID, INVALID, 3.2, math.nan], 0.0, 5.0),
+            [0.0, 5.0, 3.2, 0.0],
+        )
 
 
 class ComputeTaskMetricsTest(parameterized.TestCase):
-
     def test_sst2_invalid_is_wrong_and_counted(self):
-        spec = constants.get_task("glue", "sst2")
-        results = constants.compute_task_metrics(
-            spec, ["positive", "maybe", " negative ", ""],
-            ["positive", "positive", "negative", "negative"])
+        spec = tasks.get_task("glue", "sst2")
+        results = tasks.compute_task_metrics(
+            spec, ["positive", "maybe", " negative ", ""], ["positive", "positive", "negative", "negative"]
+        )
         self.assertEqual(results, {"accuracy": 50.0, "invalid_rate": 50.0})
 
     def test_mrpc_f1_with_invalid(self):
-        spec = constants.get_task("glue", "mrpc")
+        spec = tasks.get_task("glue", "mrpc")
         predicted = ["equivalent", "nonsense", "equivalent", "not_equivalent"]
         gold = ["equivalent", "equivalent", "not_equivalent", "not_equivalent"]
         # nonsense -> not_equivalent (opposite of gold): predictions [1, 0, 1, 0].
-        results = constants.compute_task_metrics(spec, predicted, gold)
-        self.assertAlmostEqual(results["f1"],
-                               100 * sklearn.metrics.f1_score([1, 1, 0, 0], [1, 0, 1, 0]))
+        results = tasks.compute_task_metrics(spec, predicted, gold)
+        self.assertAlmostEqual(results["f1"], 100 * sklearn.metrics.f1_score([1, 1, 0, 0], [1, 0, 1, 0]))
         self.assertAlmostEqual(results["accuracy"], 50.0)
         self.assertAlmostEqual(results["invalid_rate"], 25.0)
 
     def test_cola_mcc_with_invalid(self):
-        spec = constants.get_task("glue", "cola")
+        spec = tasks.get_task("glue", "cola")
         predicted = ["acceptable", "acceptable", "unacceptable", "huh"]
         gold = ["acceptable", "unacceptable", "unacceptable", "acceptable"]
-        results = constants.compute_task_metrics(spec, predicted, gold)
-        self.assertAlmostEqual(results["mcc"],
-                               100 * sklearn.metrics.matthews_corrcoef([1, 0, 0, 1], [1, 1, 0, 0]))
+        results = tasks.compute_task_metrics(spec, predicted, gold)
+        self.assertAlmostEqual(results["mcc"], 100 * sklearn.metrics.matthews_corrcoef([1, 0, 0, 1], [1, 1, 0, 0]))
         self.assertAlmostEqual(results["invalid_rate"], 25.0)
 
     def test_stsb_invalid_becomes_farthest_score(self):
-        spec = constants.get_task("glue", "stsb")
+        spec = tasks.get_task("glue", "stsb")
         predicted = ["3.8", "nonsense", "1.0", "7.0"]
         gold = ["4.0", "4.2", "0.8", "1.2"]
         # nonsense (gold 4.2) -> 0.0; 7.0 is out of range (gold 1.2) -> 5.0.
         replaced = [3.8, 0.0, 1.0, 5.0]
         gold_values = [4.0, 4.2, 0.8, 1.2]
-        results = constants.compute_task_metrics(spec, predicted, gold)
-        self.assertAlmostEqual(results["pearson"],
-                               100 * scipy.stats.pearsonr(gold_values, replaced)[0])
-        self.assertAlmostEqual(results["spearman"],
-                               100 * scipy.stats.spearmanr(gold_values, replaced)[0])
+        results = tasks.compute_task_metrics(spec, predicted, gold)
+        self.assertAlmostEqual(results["pearson"], 100 * scipy.stats.pearsonr(gold_values, replaced)[0])
+        self.assertAlmostEqual(results["spearman"], 100 * scipy.stats.spearmanr(gold_values, replaced)[0])
         self.assertAlmostEqual(results["invalid_rate"], 50.0)
 
     def test_stsb_constant_predictions_score_zero(self):
-        spec = constants.get_task("glue", "stsb")
-        results = constants.compute_task_metrics(spec, ["2.4"] * 3, ["1.0", "2.0", "3.0"])
+        spec = tasks.get_task("glue", "stsb")
+        results = tasks.compute_task_metrics(spec, ["2.4"] * 3, ["1.0", "2.0", "3.0"])
         self.assertEqual(results["pearson"], 0.0)
         self.assertEqual(results["spearman"], 0.0)
 
     def test_mnli_three_classes(self):
-        spec = constants.get_task("glue", "mnli")
-        results = constants.compute_task_metrics(
-            spec, ["entailment", "neutral", "entailment"],
-            ["entailment", "contradiction", "entailment"])
+        spec = tasks.get_task("glue", "mnli")
+        results = tasks.compute_task_metrics(
+            spec, ["entailment", "neutral", "entailment"], ["entailment", "contradiction", "entailment"]
+        )
         self.assertAlmostEqual(results["accuracy"], 200 / 3)
         self.assertEqual(results["invalid_rate"], 0.0)
 
     def test_ax_has_no_metrics_but_reports_invalid_rate(self):
-        spec = constants.get_task("glue", "ax")
-        results = constants.compute_task_metrics(spec, ["neutral", "x"], ["", ""])
+        spec = tasks.get_task("glue", "ax")
+        results = tasks.compute_task_metrics(spec, ["neutral", "x"], ["", ""])
         self.assertEqual(results, {"invalid_rate": 50.0})
 
     def test_invalid_target_raises(self):
-        spec = constants.get_task("glue", "sst2")
+        spec = tasks.get_task("glue", "sst2")
         with self.assertRaisesRegex(ValueError, "target 1 'meh'"):
-            constants.compute_task_metrics(spec, ["positive", "positive"], ["positive", "meh"])
+            tasks.compute_task_metrics(spec, ["positive", "positive"], ["positive", "meh"])
 
     def test_length_mismatch_and_empty_raise(self):
-        spec = constants.get_task("glue", "sst2")
+        spec = tasks.get_task("glue", "sst2")
         with self.assertRaises(ValueError):
-            constants.compute_task_metrics(spec, ["positive"], [])
+            tasks.compute_task_metrics(spec, ["positive"], [])
         with self.assertRaises(ValueError):
-            constants.compute_task_metrics(spec, [], [])
+            tasks.compute_task_metrics(spec, [], [])
 
     def test_custom_task_exact_match(self):
-        spec = constants.custom_task()
-        results = constants.compute_task_metrics(spec, ["Hello", "Hi "], ["Hello", "Hi"])
+        spec = tasks.custom_task()
+        results = tasks.compute_task_metrics(spec, ["Hello", "Hi "], ["Hello", "Hi"])
         self.assertEqual(results, {"accuracy": 50.0, "invalid_rate": 0.0})
 
-    @parameterized.named_parameters(
-        *[(name, name) for name in sorted(constants.DATASET_VALS["glue"])])
+    @parameterized.named_parameters(*[(name, name) for name in sorted(constants.DATASET_VALS["glue"])])
     def test_perfect_predictions_score_100(self, name):
-        spec = constants.get_task("glue", name)
+        spec = tasks.get_task("glue", name)
         if not spec.metrics:
             self.skipTest(f"{name} has no metrics")
-        texts = constants.target_candidates(spec)
-        results = constants.compute_task_metrics(spec, texts, texts)
+        texts = tasks.target_candidates(spec)
+        results = tasks.compute_task_metrics(spec, texts, texts)
         for metric in spec.metrics:
             self.assertAlmostEqual(results[metric], 100.0, msg=metric)
         self.assertEqual(results["invalid_rate"], 0.0)
         self.assertTrue(all(np.isfinite(v) for v in results.values()))
-
 
 
 class TextMetricTest(parameterized.TestCase):
@@ -235,8 +228,9 @@ class TextMetricTest(parameterized.TestCase):
         predictions = ["a cat runs home", "storm hit coast"]
         scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
         for kind in ("rouge1", "rouge2", "rougeL"):
-            expected = np.mean([scorer.score_multi(golds, pred)[kind].fmeasure
-                                for golds, pred in zip(references, predictions)])
+            expected = np.mean(
+                [scorer.score_multi(golds, pred)[kind].fmeasure for golds, pred in zip(references, predictions)]
+            )
             self.assertAlmostEqual(metrics.METRICS[kind](references, predictions), 100 * expected, msg=kind)
         # Hand check of rouge1 on the first pair: stemmed [the, cat, are, run, home] vs
         # [a, cat, run, home]: overlap 3, precision 3/4, recall 3/5 -> F 2/3 (1/4.5 unstemmed).
@@ -249,31 +243,28 @@ class TextMetricTest(parameterized.TestCase):
         self.assertAlmostEqual(metrics.METRICS["rougeLsum"]([[gold]], [prediction]), 100.0)
         scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
         expected = scorer.score(metrics.split_sentences(gold), metrics.split_sentences(prediction))
-        self.assertAlmostEqual(metrics.METRICS["rougeLsum"]([[gold]], [prediction]),
-                               100 * expected["rougeLsum"].fmeasure)
+        self.assertAlmostEqual(
+            metrics.METRICS["rougeLsum"]([[gold]], [prediction]), 100 * expected["rougeLsum"].fmeasure
+        )
 
     def test_split_sentences(self):
         self.assertEqual(metrics.split_sentences("Storm hits.\nNo one hurt.\n"), "Storm hits.\nNo one hurt.")
         if not metrics._punkt_available():  # the documented fallback
-            self.assertEqual(metrics.split_sentences("It rained. We left!  Why? ok"),
-                             "It rained.\nWe left!\nWhy?\nok")
+            self.assertEqual(metrics.split_sentences("It rained. We left!  Why? ok"), "It rained.\nWe left!\nWhy?\nok")
 
     def test_bleu_and_chrf_match_sacrebleu(self):
         predictions = ["the cat sat on the mat", "there is a dog in the garden"]
         references = [["the cat sat on a mat"], ["a dog is in the garden"]]
         streams = [[golds[0] for golds in references]]
-        self.assertAlmostEqual(metrics.bleu(references, predictions),
-                               sacrebleu.corpus_bleu(predictions, streams).score)
-        self.assertAlmostEqual(metrics.chrf(references, predictions),
-                               sacrebleu.corpus_chrf(predictions, streams).score)
+        self.assertAlmostEqual(metrics.bleu(references, predictions), sacrebleu.corpus_bleu(predictions, streams).score)
+        self.assertAlmostEqual(metrics.chrf(references, predictions), sacrebleu.corpus_chrf(predictions, streams).score)
         self.assertAlmostEqual(metrics.bleu([["a b c d"]], ["a b c d"]), 100.0)
 
     def test_ragged_references_repeat_their_first_text(self):
         predictions = ["the cat sat on the mat", "a dog"]
         references = [["the cat sat on a mat", "a cat sat on the mat"], ["a dog"]]
         streams = [["the cat sat on a mat", "a dog"], ["a cat sat on the mat", "a dog"]]
-        self.assertAlmostEqual(metrics.bleu(references, predictions),
-                               sacrebleu.corpus_bleu(predictions, streams).score)
+        self.assertAlmostEqual(metrics.bleu(references, predictions), sacrebleu.corpus_bleu(predictions, streams).score)
 
     @parameterized.named_parameters(*[(name, name) for name in sorted(metrics.TEXT_METRICS)])
     def test_text_metric_needs_reference_lists(self, name):
@@ -284,14 +275,13 @@ class TextMetricTest(parameterized.TestCase):
 
 
 class SuperGlueMetricTest(absltest.TestCase):
-
     def test_multirc_f1a_and_question_em(self):
-        spec = constants.get_task("superglue", "multirc")
+        spec = tasks.get_task("superglue", "multirc")
         # Question q1 has three options, q2 two; q1 is all right, q2 has one wrong (invalid) answer.
         gold = ["True", "False", "True", "True", "False"]
         predicted = ["True", "False", "True", "maybe", "False"]
         groups = ["1", "1", "1", "2", "2"]
-        results = constants.compute_task_metrics(spec, predicted, gold, groups=groups)
+        results = tasks.compute_task_metrics(spec, predicted, gold, groups=groups)
         # F1a over all answer options: invalid -> opposite of gold (False): TP 2, FN 1, FP 0 -> 0.8.
         self.assertAlmostEqual(results["f1a"], 80.0)
         self.assertAlmostEqual(results["f1a"], 100 * sklearn.metrics.f1_score([1, 0, 1, 1, 0], [1, 0, 1, 0, 0]))
@@ -299,38 +289,38 @@ class SuperGlueMetricTest(absltest.TestCase):
         self.assertAlmostEqual(results["invalid_rate"], 20.0)
 
     def test_group_em_needs_groups(self):
-        spec = constants.get_task("superglue", "multirc")
+        spec = tasks.get_task("superglue", "multirc")
         with self.assertRaisesRegex(ValueError, "needs groups"):
-            constants.compute_task_metrics(spec, ["True"], ["True"])
+            tasks.compute_task_metrics(spec, ["True"], ["True"])
         self.assertAlmostEqual(metrics.group_em([1, 0, 1, 1], [1, 0, 0, 1], ["a", "a", "b", "b"]), 50.0)
 
     def test_record_takes_the_best_of_several_answers(self):
-        spec = constants.get_task("superglue", "record")
+        spec = tasks.get_task("superglue", "record")
         references = [["Barack Obama", "Obama"], ["Paris"], ["New York City"]]
         predicted = ["obama", "London", "New York"]
-        results = constants.compute_task_metrics(spec, predicted, [r[0] for r in references],
-                                                 references=references)
+        results = tasks.compute_task_metrics(spec, predicted, [r[0] for r in references], references=references)
         # EM: 1 + 0 + 0; F1: 1 + 0 + (P 1, R 2/3 -> 0.8).
         self.assertAlmostEqual(results["squad_em"], 100 / 3)
         self.assertAlmostEqual(results["squad_f1"], 100 * 1.8 / 3)
         self.assertEqual(results["invalid_rate"], 0.0)
 
     def test_cb_macro_f1_and_accuracy(self):
-        spec = constants.get_task("superglue", "cb")
+        spec = tasks.get_task("superglue", "cb")
         gold = ["entailment", "contradiction", "neutral", "neutral"]
         predicted = ["entailment", "contradiction", "entailment", "neutral"]
-        results = constants.compute_task_metrics(spec, predicted, gold)
+        results = tasks.compute_task_metrics(spec, predicted, gold)
         self.assertAlmostEqual(results["accuracy"], 75.0)
-        self.assertAlmostEqual(results["macro_f1"], 100 * sklearn.metrics.f1_score(
-            [0, 1, 2, 2], [0, 1, 0, 2], average="macro"))
+        self.assertAlmostEqual(
+            results["macro_f1"], 100 * sklearn.metrics.f1_score([0, 1, 2, 2], [0, 1, 0, 2], average="macro")
+        )
 
     def test_summarization_and_translation_records(self):
-        summary = constants.get_task("summarization", "xsum")
-        results = constants.compute_task_metrics(summary, ["a cat runs home"], ["the cats are running home"])
+        summary = tasks.get_task("summarization", "xsum")
+        results = tasks.compute_task_metrics(summary, ["a cat runs home"], ["the cats are running home"])
         self.assertEqual(set(results), {"rouge1", "rouge2", "rougeL", "rougeLsum", "invalid_rate"})
         self.assertAlmostEqual(results["rouge1"], 200 / 3)
-        translation = constants.get_task("translation", "wmt16_en_ro")
-        results = constants.compute_task_metrics(translation, ["Este foarte bine azi ."], ["Este foarte bine azi ."])
+        translation = tasks.get_task("translation", "wmt16_en_ro")
+        results = tasks.compute_task_metrics(translation, ["Este foarte bine azi ."], ["Este foarte bine azi ."])
         self.assertEqual(set(results), {"bleu", "chrf", "invalid_rate"})
         self.assertAlmostEqual(results["bleu"], 100.0)
         self.assertAlmostEqual(results["chrf"], 100.0)
@@ -339,9 +329,9 @@ class SuperGlueMetricTest(absltest.TestCase):
         for name, spec in constants.DATASET_VALS["superglue"].items():
             if not spec.metrics:
                 continue
-            texts = constants.target_candidates(spec) or ["penguin", "pigeon"]
+            texts = tasks.target_candidates(spec) or ["penguin", "pigeon"]
             groups = [str(i) for i in range(len(texts))]
-            results = constants.compute_task_metrics(spec, texts, texts, groups=groups)
+            results = tasks.compute_task_metrics(spec, texts, texts, groups=groups)
             for metric in spec.metrics:
                 self.assertAlmostEqual(results[metric], 100.0, msg=f"{name} {metric}")
 

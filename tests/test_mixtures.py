@@ -19,9 +19,9 @@ import json
 import math
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import datasets
+import transformers
 from absl.testing import absltest, parameterized
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
@@ -105,7 +105,6 @@ class RateFunctionTest(parameterized.TestCase):
 
 
 class MixtureSetTest(absltest.TestCase):
-
     def test_single_task_is_the_dataset_unchanged(self):
         ds = datasets.Dataset.from_dict({"source": list("abcde"), "length": [5, 1, 4, 2, 3], "idx": range(5)})
         mixed = mixtures.build_mixture([ds], ["t"], [5], seed=0, columns=["source", "length"])
@@ -139,7 +138,6 @@ def data_args(**kwargs) -> FineTuneDataArguments:
 
 
 class TaskListTest(absltest.TestCase):
-
     def test_all_is_every_glue_task_with_training_data_and_a_metric(self):
         names = [t.name for t in resolve_tasks(data_args(benchmark="glue", dataset_name="all"))]
         self.assertCountEqual(names, ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"])
@@ -154,8 +152,10 @@ class TaskListTest(absltest.TestCase):
                          max_train_samples=3)  # fmt: skip
         loaded = {t.full_name: load_splits(t, args, train=True, evaluate=False, predict=False)
                   for t in resolve_tasks(args, train=True)}  # fmt: skip
-        self.assertEqual(loaded["glue/sst2"].train["sentence"][0],
-                         shared_file("glue/SST-2/train.tsv").read_text().splitlines()[1].split("\t")[0])
+        self.assertEqual(
+            loaded["glue/sst2"].train["sentence"][0],
+            shared_file("glue/SST-2/train.tsv").read_text().splitlines()[1].split("\t")[0],
+        )
         first_rte = json.loads(shared_file("superglue/RTE/train.jsonl").read_text().splitlines()[0])
         self.assertEqual(loaded["superglue/rte"].train["premise"][0], first_rte["premise"])
 
@@ -183,11 +183,16 @@ class TaskListTest(absltest.TestCase):
         base = ["--benchmark", "glue", "--data_dir", str(SCRATCH.path() / "nowhere"), "--model_config", "tiny",
                 "--report_to", "none", "--output_dir", str(SCRATCH.path() / "mistakes")]  # fmt: skip
         cases = [
-            (["--dataset_name", "sst2,nope", "--do_train"], r"in --dataset_name sst2,nope: --dataset_name 'nope' is "
-             r"not a glue task; choose one of: ax, cola, mnli"),
+            (
+                ["--dataset_name", "sst2,nope", "--do_train"],
+                r"in --dataset_name sst2,nope: --dataset_name 'nope' is "
+                r"not a glue task; choose one of: ax, cola, mnli",
+            ),
             (["--dataset_name", "sst2,ax", "--do_train"], "glue/ax has no training split"),
-            (["--dataset_name", "sst2,cola", "--do_train", "--metric_for_best_model", "accuracy"],
-             "--metric_for_best_model accuracy: a mixture logs eval_average, eval_loss, eval_glue_sst2_accuracy"),
+            (
+                ["--dataset_name", "sst2,cola", "--do_train", "--metric_for_best_model", "accuracy"],
+                "--metric_for_best_model accuracy: a mixture logs eval_average, eval_loss, eval_glue_sst2_accuracy",
+            ),
             (["--dataset_name", "sst2,cola", "--do_train", "--mixing_temperature", "-1"], "must be > 0"),
         ]
         for extra, message in cases:
@@ -239,20 +244,18 @@ def mixture_run(temperature: float) -> tuple[Path, dict, str, datasets.Dataset]:
     argv = mixture_argv(temperature, run_dir)
     seen = []
 
-    class Capturing(fine_tune_t5.FineTuneTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            seen.append(self.train_dataset)
+    class Capturing(transformers.TrainerCallback):
+        def on_trainer(self, trainer):
+            seen.append(trainer.train_dataset)
 
     printed = io.StringIO()
-    with mock.patch.object(fine_tune_t5, "FineTuneTrainer", Capturing), contextlib.redirect_stdout(printed):
-        fine_tune_t5.main(argv)
+    with contextlib.redirect_stdout(printed):
+        fine_tune_t5.main(argv, callbacks=[Capturing()])
     results = json.loads((run_dir / "all_results.json").read_text())
     return run_dir, results, printed.getvalue(), seen[0]
 
 
 class MixtureEndToEndTest(parameterized.TestCase):
-
     @parameterized.parameters(1.0, 2.0)
     def test_recorded_and_printed_rates_follow_the_formula(self, temperature):
         _, results, printed, _ = mixture_run(temperature)
@@ -314,8 +317,12 @@ class MixtureEndToEndTest(parameterized.TestCase):
             key = f"eval_{task.replace('/', '_')}_{metric}"
             self.assertIn(key, results)
             self.assertEqual(results[f"eval_{task.replace('/', '_')}_invalid_rate"], 0.0)  # rank eval
-            rows = [json.loads(line) for line in
-                    (run_dir / "predictions" / f"{task.replace('/', '_')}_validation.jsonl").read_text().splitlines()]
+            rows = [
+                json.loads(line)
+                for line in (run_dir / "predictions" / f"{task.replace('/', '_')}_validation.jsonl")
+                .read_text()
+                .splitlines()
+            ]
             self.assertLen(rows, EVAL_SAMPLES)
             self.assertTrue(all(r["input"].startswith(PREFIX[task]) for r in rows))
             words = LABEL_WORDS[task]
@@ -342,7 +349,6 @@ class MixtureEndToEndTest(parameterized.TestCase):
         for row in evals:  # one log row per evaluation, every task in it
             self.assertIn("eval_glue_cola_mcc", row)
             self.assertIn("eval_loss", row)
-
 
     def test_resume_from_a_checkpoint_gives_the_same_trace(self):
         """The mixture is rebuilt from the seed and the epoch-seeded sampler replays the order: a run resumed from

@@ -90,7 +90,13 @@ class PretrainEndToEndTest(absltest.TestCase):
                      "loss.png", "checkpoint-20", "checkpoint-40"):  # fmt: skip
             self.assertTrue((self.run_dir / name).exists(), name)
         results = json.loads((self.run_dir / "all_results.json").read_text())
-        for key in ("train_loss", "eval_loss", "eval_span_accuracy", "train_samples_per_second", "effective_batch_size"):
+        for key in (
+            "train_loss",
+            "eval_loss",
+            "eval_span_accuracy",
+            "train_samples_per_second",
+            "effective_batch_size",
+        ):
             self.assertIn(key, results)
         self.assertEqual(results["effective_batch_size"], 8)
         self.assertGreater(results["corpus_train_blocks"], 50)
@@ -187,7 +193,7 @@ class PretrainInputErrorsTest(parameterized.TestCase):
         return pre_train_t5.main(argv)
 
     def test_missing_file(self):
-        with self.assertRaisesRegex(UsageError, r"--train_files .*nope\.txt: no such file"):
+        with self.assertRaisesRegex(UsageError, r"nope\.txt: file not found \(--train_files\)$"):
             self.run_main("--train_files", str(self.tmp / "nope.txt"))
 
     def test_only_blank_documents(self):
@@ -215,8 +221,35 @@ class PretrainInputErrorsTest(parameterized.TestCase):
             capture_output=True, text=True, cwd=REPO, timeout=300,
         )  # fmt: skip
         self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
-        self.assertIn("error: --train_files", proc.stderr)
+        self.assertRegex(proc.stderr, r"error: .*nope\.txt: file not found \(--train_files\)")
         self.assertNotIn("Traceback", proc.stderr)
+
+
+class SpanCorruptionFlagsTest(parameterized.TestCase):
+    """The flags keep their names and defaults; the collator module owns the defaults and checks them before any
+    data is read (the file named here does not exist, and is never opened)."""
+
+    def test_defaults_are_the_collators(self):
+        import data_collators as dc
+        from t5kit.corpus import PretrainDataArguments
+
+        args = PretrainDataArguments(train_files=["never-read.txt"])
+        self.assertEqual(
+            (args.input_length, args.noise_density, args.mean_noise_span_length),
+            (dc.DEFAULT_INPUT_LENGTH, dc.DEFAULT_NOISE_DENSITY, dc.DEFAULT_MEAN_NOISE_SPAN_LENGTH),
+        )
+        self.assertEqual((args.input_length, args.noise_density, args.mean_noise_span_length), (512, 0.15, 3.0))
+
+    @parameterized.parameters(
+        ({"noise_density": 0.0}, r"^--noise_density must be in \(0, 1\), got 0\.0$"),
+        ({"mean_noise_span_length": 0.5}, r"^--mean_noise_span_length must be >= 1, got 0\.5$"),
+        ({"input_length": 5}, r"^--input_length 5 is too short for span corruption .*the shortest that works is 10$"),
+    )
+    def test_checked_before_any_data_is_read(self, flags, message):
+        from t5kit.corpus import PretrainDataArguments
+
+        with self.assertRaisesRegex(UsageError, message):
+            PretrainDataArguments(train_files=["never-read.txt"], **flags)
 
 
 class StreamingAndFormatsTest(absltest.TestCase):

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -24,7 +25,10 @@ from tests.helpers import REPO, find_shared_data
 PROGRAM_GROUPS = {
     "pre_train_t5.py": (ModelArguments, PretrainDataArguments, pre_train_t5.PretrainingArguments),
     "fine_tune_t5.py": (
-        ModelArguments, FineTuneDataArguments, fine_tune_t5.FineTuneArguments, ParameterEfficientArguments
+        ModelArguments,
+        FineTuneDataArguments,
+        fine_tune_t5.FineTuneArguments,
+        ParameterEfficientArguments,
     ),
 }
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -38,11 +42,15 @@ def pins(lines) -> dict[str, str]:
             found[match.group(1).lower()] = match.group(2)
     return found
 
+
 # configs/*.yaml: each recipe and the script it is for.
 RECIPES = (
-    ("t5_adafactor.yaml", "pre_train_t5.py"), ("t5_finetune_adafactor.yaml", "fine_tune_t5.py"),
-    ("pretrain_cpu.yaml", "pre_train_t5.py"), ("finetune_cpu.yaml", "fine_tune_t5.py"),
-    ("pretrain_gpu_base.yaml", "pre_train_t5.py"), ("finetune_gpu.yaml", "fine_tune_t5.py"),
+    ("t5_adafactor.yaml", "pre_train_t5.py"),
+    ("t5_finetune_adafactor.yaml", "fine_tune_t5.py"),
+    ("pretrain_cpu.yaml", "pre_train_t5.py"),
+    ("finetune_cpu.yaml", "fine_tune_t5.py"),
+    ("pretrain_gpu_base.yaml", "pre_train_t5.py"),
+    ("finetune_gpu.yaml", "fine_tune_t5.py"),
 )
 
 
@@ -63,7 +71,9 @@ class RepoFilesTest(parameterized.TestCase):
             self.assertEqual(version(name), pinned, name)
         # --no-deps: sweeps declares numpy<2, which pip would otherwise install over requirements.txt's numpy 2.
         self.assertIn("pip install -q --no-deps -r requirements-sweeps.txt", (REPO / "Makefile").read_text())
-        self.assertIn("pip install --no-deps -r requirements-sweeps.txt", (REPO / "conda_environment_slurm.yml").read_text())
+        self.assertIn(
+            "pip install --no-deps -r requirements-sweeps.txt", (REPO / "conda_environment_slurm.yml").read_text()
+        )
         self.assertTrue(set(sweep_pins).isdisjoint(pins((REPO / "requirements.txt").read_text().splitlines())))
 
     def test_deepspeed_config_defers_to_the_script(self):
@@ -113,13 +123,46 @@ class RepoFilesTest(parameterized.TestCase):
         self.assertEqual(recipes, checked)
 
     def test_glue_sweep_metric_is_the_logged_task_metric(self):
-        from constants import get_task
+        from t5kit.tasks import get_task
 
         sweep = yaml.safe_load((REPO / "sweeps" / "glue_sst2.yaml").read_text())
         task = get_task("glue", sweep["parameters"]["dataset_name"]["value"])
         # fine_tune_t5 logs eval_<metric>; the W&B integration logs that as eval/<metric>.
         self.assertEqual(sweep["metric"]["name"], f"eval/{task.metric_to_optimize}")
         self.assertEqual(sweep["metric"]["goal"], "maximize" if task.greater_is_better else "minimize")
+
+
+class PackageTest(absltest.TestCase):
+    """The core is an installed package (`make setup`: pip install -e .): nothing edits sys.path to find it."""
+
+    def test_the_package_and_scripts_import_from_anywhere_without_path_manipulation(self):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        modules = "t5kit.training, t5kit.evaluation, t5kit.outputs, constants, data_collators, metrics, fine_tune_t5"
+        code = f"import sys; import {modules}, pre_train_t5; print(pre_train_t5.__file__)"
+        with self.subTest("a directory outside the repository"):
+            done = subprocess.run([sys.executable, "-I", "-c", code], cwd="/", env=env, capture_output=True, text=True)
+            self.assertEqual(done.returncode, 0, done.stderr[-2000:])  # -I: no cwd, no PYTHONPATH, no user site
+            self.assertEqual(Path(done.stdout.strip()), REPO / "pre_train_t5.py")
+
+    def test_no_file_edits_sys_path(self):
+        edits = [
+            f"{path.relative_to(REPO)}:{number}"
+            for path in REPO.rglob("*.py")
+            if not ({".venv", "build"} & set(path.relative_to(REPO).parts))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if re.search(r"sys\.path\.(insert|append)", line)
+        ]
+        self.assertEqual(edits, [])
+
+    def test_the_core_never_imports_an_entry_script(self):
+        scripts = {"pre_train_t5", "fine_tune_t5", "demo", "sweep", "finetune_suite"}
+        found = [
+            f"{path.name}: {line.strip()}"
+            for path in (REPO / "t5kit").glob("*.py")
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if re.match(r"\s*(import|from) (\w+)", line) and re.match(r"\s*(?:import|from) (\w+)", line)[1] in scripts
+        ]
+        self.assertEqual(found, [])
 
 
 class SharedDataTest(absltest.TestCase):

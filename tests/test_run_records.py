@@ -15,7 +15,7 @@ from absl.testing import absltest
 
 import fine_tune_t5
 import pre_train_t5
-from t5kit import fault_tolerance as ft
+from t5kit import evaluation, fault_tolerance, outputs
 from t5kit.args import ModelArguments, parse_args
 from t5kit.corpus import PretrainDataArguments
 from t5kit.finetune_data import FineTuneDataArguments
@@ -27,10 +27,34 @@ from tests.helpers import SHARED_DATA, ModuleScratch, corpus_slice, run_script_h
 SCRATCH = ModuleScratch("test_run_records_")
 setUpModule, tearDownModule = SCRATCH.set_up, SCRATCH.tear_down
 RESUME = ["--resume_from_checkpoint", "latest"]
-PRETRAIN = ["--model_config", "tiny", "--vocab_size", "300", "--input_length", "32", "--per_device_train_batch_size", "4",
-            "--max_train_samples", "40", "--max_eval_samples", "8", "--max_steps", "5", "--save_steps", "2",
-            "--save_total_limit", "5", "--logging_steps", "1", "--dropout_rate", "0.1", "--report_to", "none",
-            "--disable_tqdm", "True"]  # fmt: skip
+PRETRAIN = [
+    "--model_config",
+    "tiny",
+    "--vocab_size",
+    "300",
+    "--input_length",
+    "32",
+    "--per_device_train_batch_size",
+    "4",
+    "--max_train_samples",
+    "40",
+    "--max_eval_samples",
+    "8",
+    "--max_steps",
+    "5",
+    "--save_steps",
+    "2",
+    "--save_total_limit",
+    "5",
+    "--logging_steps",
+    "1",
+    "--dropout_rate",
+    "0.1",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "True",
+]
 FINETUNE = ["--benchmark", "glue", "--dataset_name", "sst2", "--data_dir", str(SHARED_DATA / "glue"),
             "--model_config", "tiny", "--vocab_size", "500", "--per_device_train_batch_size", "8",
             "--max_train_samples", "200", "--max_eval_samples", "24", "--max_steps", "6", "--eval_strategy", "steps",
@@ -42,7 +66,7 @@ FINAL_FILES = ("all_results.json", "model.safetensors", "trainer_state.json", "m
 def snapshot(run: Path) -> dict[str, bytes]:
     """The bytes of a run's final files, and the names of its checkpoints."""
     files = {name: (run / name).read_bytes() for name in FINAL_FILES}
-    files["checkpoints"] = " ".join(p.name for p in ft.complete_checkpoints(run)).encode()
+    files["checkpoints"] = " ".join(p.name for p in fault_tolerance.complete_checkpoints(run)).encode()
     return files
 
 
@@ -91,10 +115,12 @@ class RerunAndResumeTest(absltest.TestCase):
         output = self.pretrain(out, *RESUME)
         self.assertRegex(output, r"checkpoint-5 is damaged \(model\.safetensors is cut short \(\d+ of \d+ bytes\)\)")
         self.assertIn("resuming from checkpoint-4 (step 4 of 5)", output)
-        self.assertIsNone(ft.checkpoint_damage(out / "checkpoint-5"))  # saved again, whole
+        self.assertIsNone(fault_tolerance.checkpoint_damage(out / "checkpoint-5"))  # saved again, whole
         (out / "checkpoint-4" / "model.safetensors").unlink()
-        code, output = run_script_here(pre_train_t5.main, [*self.pretrain_argv, "--output_dir", str(out),
-                                                           "--resume_from_checkpoint", str(out / "checkpoint-4")])  # fmt: skip
+        code, output = run_script_here(
+            pre_train_t5.main,
+            [*self.pretrain_argv, "--output_dir", str(out), "--resume_from_checkpoint", str(out / "checkpoint-4")],
+        )
         self.assertEqual(code, 2)
         self.assertIn("checkpoint-4: no weights file (model.safetensors or adapter_model.safetensors)", output)
 
@@ -106,7 +132,7 @@ class RerunAndResumeTest(absltest.TestCase):
                                "--max_steps", "6")  # fmt: skip
         self.assertIn("resuming from checkpoint-4: removing the later checkpoint-5", output)
         # this run's own checkpoints are the newest: `latest` and the rotation agree
-        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-4", "checkpoint-6"])
+        self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(out)], ["checkpoint-4", "checkpoint-6"])
         self.assertEqual([row["step"] for row in metrics_rows(out) if "loss" in row], [1, 2, 3, 4, 5, 6])
         self.assertEqual([row["loss"] for row in metrics_rows(out) if "loss" in row][:4], reference[:4])
 
@@ -115,7 +141,7 @@ class RerunAndResumeTest(absltest.TestCase):
         self.pretrain(out, "--max_steps", "5")  # checkpoints 2, 4, 5
         output = self.pretrain(out, "--max_steps", "3", "--save_steps", "3", "--overwrite_output_dir", "True")
         self.assertIn("deleting the earlier run's checkpoint-2, checkpoint-4, checkpoint-5", output)
-        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-3"])
+        self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(out)], ["checkpoint-3"])
         self.assertEqual([row["step"] for row in metrics_rows(out) if "loss" in row], [1, 2, 3])
 
     def test_resume_is_announced_logs_each_step_once_and_warns_of_nothing(self):
@@ -127,7 +153,9 @@ class RerunAndResumeTest(absltest.TestCase):
         for name in ("all_results.json", "model.safetensors", "trainer_state.json"):
             (out / name).unlink()
         output = self.pretrain(out, *RESUME)
-        self.assertIn("resuming from checkpoint-4 (step 4 of 5); 3 metrics.jsonl row(s) logged after it removed", output)
+        self.assertIn(
+            "resuming from checkpoint-4 (step 4 of 5); 3 metrics.jsonl row(s) logged after it removed", output
+        )
         self.assertNotIn("missing keys", output + reference)  # the tied embeddings are not missing
         rows = metrics_rows(out)
 
@@ -202,10 +230,6 @@ class ArgsFileTest(absltest.TestCase):
         self.assertLen(losses[0], 5)
 
 
-if __name__ == "__main__":
-    absltest.main()
-
-
 class ReportsTest(absltest.TestCase):
     """What a fine-tuning run reports says which weights it scored, against what baseline, and what it predicted."""
 
@@ -213,8 +237,8 @@ class ReportsTest(absltest.TestCase):
     def setUpClass(cls):
         cls.folder = SCRATCH.path() / "report"
         cls.plotted = []
-        plot = fine_tune_t5.plot_eval_metric
-        with mock.patch.object(fine_tune_t5, "plot_eval_metric",
+        plot = evaluation.plot_eval_metric
+        with mock.patch.object(evaluation, "plot_eval_metric",
                                lambda *a: (cls.plotted.append(a), plot(*a))):  # fmt: skip
             code, output = run_script_here(fine_tune_t5.main, [*FINETUNE, "--output_dir", str(cls.folder)])
         assert code == 0, output[-3000:]
@@ -235,34 +259,66 @@ class ReportsTest(absltest.TestCase):
         self.assertAlmostEqual(self.results["eval_majority_baseline"], majority)
         shares = self.results["eval_predicted_labels"]
         self.assertAlmostEqual(sum(shares.values()), 100.0)
-        predictions = [json.loads(line)["prediction"] for line in
-                       (self.folder / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines()]  # fmt: skip
+        predictions = [
+            json.loads(line)["prediction"]
+            for line in (self.folder / "predictions" / "glue_sst2_validation.jsonl").read_text().splitlines()
+        ]
         self.assertAlmostEqual(shares.get("positive", 0.0), 100 * predictions.count("positive") / 24)
         self.assertIn(f"scores accuracy {majority:.1f}", table)
         self.assertEqual(len(shares) == 1, "Warning: every prediction is" in table)
 
+    def test_every_file_read_is_counted_in_the_results(self):
+        files = self.results["files_read"]
+        for name in ("train.tsv", "dev.tsv"):
+            lines = (SHARED_DATA / "glue" / "SST-2" / name).read_text(encoding="utf-8").splitlines()
+            blank = sum(not line.strip() for line in lines)
+            [counts] = [c for path, c in files.items() if Path(path).parts[-2:] == ("SST-2", name)]
+            # the whole file is read and counted; --max_train_samples / --max_eval_samples cut afterwards
+            self.assertEqual(counts, {"rows": len(lines) - 1 - blank, "blank_lines_skipped": blank,
+                                      "empty_text_fields": 0})  # fmt: skip
+
+    def test_blank_lines_of_a_custom_file_are_skipped_counted_and_printed(self):
+        folder = SCRATCH.path() / "custom-blank"
+        folder.mkdir(parents=True, exist_ok=True)
+        train = folder / "train.tsv"
+        train.write_text(
+            "source\ttarget\n" + "".join(f"question {i}\tanswer {i % 3}\n\n" for i in range(12)), encoding="utf-8"
+        )  # a blank line after each of the 12 rows
+        code, output = run_script_here(fine_tune_t5.main, [
+            "--benchmark", "custom", "--train_file", str(train), "--model_config", "tiny",
+            "--tokenizer_name_or_path", str(self.folder),  # the SST-2 run's: 12 short rows cannot train one
+            "--do_train", "--eval_strategy", "no", "--max_steps", "1", "--per_device_train_batch_size", "4",
+            "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(folder / "run")])  # fmt: skip
+        self.assertEqual(code, 0, output[-3000:])
+        results = json.loads((folder / "run" / "all_results.json").read_text())
+        self.assertEqual(results["files_read"], {str(train): {"rows": 12, "blank_lines_skipped": 12,
+                                                              "empty_text_fields": 0}})  # fmt: skip
+        self.assertIn(f"{train}: 12 rows, 0 empty text fields, 12 blank lines skipped", output)
+
     def test_plot_keeps_the_final_evaluation_apart_from_the_training_curve(self):
-        (history, key, path, final), = self.plotted
+        ((history, key, path, final),) = self.plotted
         self.assertEqual(key, "eval_accuracy")
         self.assertEqual([row["step"] for row in history if key in row], [3, 6])  # the evaluations during training
         state = json.loads((self.folder / "trainer_state.json").read_text())
         best = Path(state["best_model_checkpoint"]).name
         # the final evaluation is drawn at the step of the weights it scored, not at the last step
-        self.assertEqual(final, (state["best_global_step"], self.results["eval_accuracy"], f"final evaluation ({best})"))
+        self.assertEqual(
+            final, (state["best_global_step"], self.results["eval_accuracy"], f"final evaluation ({best})")
+        )
         self.assertGreater(path.stat().st_size, 0)
 
     def test_constant_predictions_are_called_out(self):
-        from constants import get_task
+        from t5kit.tasks import get_task
 
         spec = get_task("glue", "rte")
-        report = fine_tune_t5.label_report(spec, ["entailment"] * 3 + ["not_entailment"], ["not_entailment"] * 4)
+        report = outputs.label_report(spec, ["entailment"] * 3 + ["not_entailment"], ["not_entailment"] * 4)
         self.assertEqual(report["predicted_labels"], {"not_entailment": 100.0})
         self.assertEqual(report["majority_baseline"], 75.0)
-        line = fine_tune_t5.describe_labels("validation", report)
+        line = outputs.describe_labels("validation", report)
         self.assertIn("every prediction is 'not_entailment': the model ignores its input", line)
-        mixed = fine_tune_t5.label_report(spec, ["entailment", "not_entailment"], ["entailment", "maybe"])
-        self.assertEqual(mixed["predicted_labels"], {"entailment": 50.0, fine_tune_t5.INVALID_LABEL: 50.0})
-        self.assertNotIn("Warning", fine_tune_t5.describe_labels("validation", mixed))
+        mixed = outputs.label_report(spec, ["entailment", "not_entailment"], ["entailment", "maybe"])
+        self.assertEqual(mixed["predicted_labels"], {"entailment": 50.0, outputs.INVALID_LABEL: 50.0})
+        self.assertNotIn("Warning", outputs.describe_labels("validation", mixed))
 
     def test_saved_model_is_not_capped_at_the_tasks_label_length(self):
         from transformers import AutoTokenizer, GenerationConfig, T5ForConditionalGeneration
@@ -273,17 +329,25 @@ class ReportsTest(absltest.TestCase):
         tokenizer = AutoTokenizer.from_pretrained(self.folder)
         inputs = tokenizer(["sst2 sentence: a fine film"], return_tensors="pt")
         generated = model.generate(**inputs, min_new_tokens=8, max_new_tokens=8)
-        self.assertEqual(generated.shape[1], 9)  # decoder start + 8 tokens: past the old cap of 3
+        self.assertEqual(generated.shape[1], 9)  # decoder start + 8 tokens: past the 3 an SST-2 label needs
 
     def test_a_tie_on_the_metric_goes_to_the_lower_eval_loss(self):
         from transformers import T5Config, T5ForConditionalGeneration
 
         from t5kit.training import T5Trainer
 
-        args = fine_tune_t5.FineTuneArguments(output_dir=str(SCRATCH.path() / "tie"), do_train=True,
-                                              eval_strategy="steps", eval_steps=3, report_to="none",
-                                              metric_for_best_model="eval_accuracy", greater_is_better=True)  # fmt: skip
-        model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=8, d_ff=8, d_kv=4, num_layers=1, num_heads=2))
+        args = fine_tune_t5.FineTuneArguments(
+            output_dir=str(SCRATCH.path() / "tie"),
+            do_train=True,
+            eval_strategy="steps",
+            eval_steps=3,
+            report_to="none",
+            metric_for_best_model="eval_accuracy",
+            greater_is_better=True,
+        )
+        model = T5ForConditionalGeneration(
+            T5Config(vocab_size=32, d_model=8, d_ff=8, d_kv=4, num_layers=1, num_heads=2)
+        )
         trainer = T5Trainer(model=model, args=args, eval_dataset=[{"input_ids": [1]}])
         picks = []
         for step, accuracy, loss in ((3, 50.0, 2.0), (6, 50.0, 1.5), (9, 50.0, 1.8), (12, 40.0, 0.1)):
@@ -328,3 +392,7 @@ class HubUnreachableTest(absltest.TestCase):
                 self.assertIn(message, error[0])
                 self.assertIn(hint, error[0])
                 self.assertNotIn("Traceback", output)
+
+
+if __name__ == "__main__":
+    absltest.main()

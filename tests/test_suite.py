@@ -22,8 +22,9 @@ from absl.testing import absltest, parameterized
 import pre_train_t5
 from t5kit import suite
 from t5kit.args import ModelArguments, UsageError
+from t5kit.exit_codes import EXIT_PREEMPTED
 from t5kit.modeling import load_model
-from t5kit.sweep import EXIT_PREEMPTED, STATE_FILE, SweepError, build_command
+from t5kit.sweep import STATE_FILE, SweepError, build_command
 from t5kit.tokenizer import load_tokenizer
 from t5kit.tracking import read_wandb_run
 from tests.helpers import REPO, SHARED_DATA, ModuleScratch, corpus_slice, run_script_here
@@ -165,7 +166,9 @@ class SpecTest(parameterized.TestCase):
         command = build_command(sweep, "accelerate launch", suite.PROGRAM, args)
         self.assertEqual(Path(command[0]).name, "accelerate")
         self.assertEqual(command[1:], ["launch", str(suite.PROGRAM), *args])
-        self.assertEqual(build_command(sweep, "python", suite.PROGRAM, args), [sys.executable, str(suite.PROGRAM), *args])
+        self.assertEqual(
+            build_command(sweep, "python", suite.PROGRAM, args), [sys.executable, str(suite.PROGRAM), *args]
+        )
 
     def test_a_folder_without_config_is_refused(self):
         folder = self.create_tempdir().full_path
@@ -237,11 +240,35 @@ class RandomInitTest(absltest.TestCase):
 
     def test_suite_end_to_end_interrupted_and_resumed(self):
         out = SCRATCH.path() / "suite"
-        base = [sys.executable, str(REPO / "finetune_suite.py"), "--models", str(self.pretrained), f"random_init:{self.pretrained}",
-                "--tasks", RTE, CB, "--seeds", "0", "1", "--config", str(REPO / "configs" / "finetune_cpu.yaml"),
-                "--suite_dir", str(out), "--poll_s", "0.2"]  # fmt: skip
-        for item in (f"data_dir={SHARED_DATA}", "max_steps=6", "save_steps=3", "max_train_samples=64",
-                     "max_eval_samples=16", "per_device_train_batch_size=8", "disable_tqdm=True", "report_to=wandb"):
+        base = [
+            sys.executable,
+            str(REPO / "finetune_suite.py"),
+            "--models",
+            str(self.pretrained),
+            f"random_init:{self.pretrained}",
+            "--tasks",
+            RTE,
+            CB,
+            "--seeds",
+            "0",
+            "1",
+            "--config",
+            str(REPO / "configs" / "finetune_cpu.yaml"),
+            "--suite_dir",
+            str(out),
+            "--poll_s",
+            "0.2",
+        ]
+        for item in (
+            f"data_dir={SHARED_DATA}",
+            "max_steps=6",
+            "save_steps=3",
+            "max_train_samples=64",
+            "max_eval_samples=16",
+            "per_device_train_batch_size=8",
+            "disable_tqdm=True",
+            "report_to=wandb",
+        ):
             base += ["--set", item]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
         env.pop("WANDB_RUN_GROUP", None)

@@ -21,6 +21,7 @@ import yaml
 from absl.testing import absltest
 
 from t5kit import sweep as sweep_lib
+from t5kit.exit_codes import EXIT_PREEMPTED, EXIT_USAGE
 from tests.helpers import REPO, SHARED_DATA
 
 # Logs eval_loss = quality + 1/i at evaluation i to metrics.jsonl, as T5Trainer does, then all_results.json.
@@ -145,7 +146,7 @@ class RunnerMechanicsTest(absltest.TestCase):
         # Each trial exits 75 (pre-empted after a checkpoint) on its first attempt.
         config = self.sweep(parameters={"preempt_once": {"value": "True"}, "quality": {"values": [0.1, 0.2]}})
         codes = [self.run_sweep(config, "--count", "2")[0] for _ in range(3)]
-        self.assertEqual(codes, [sweep_lib.EXIT_PREEMPTED, sweep_lib.EXIT_PREEMPTED, 0])
+        self.assertEqual(codes, [EXIT_PREEMPTED, EXIT_PREEMPTED, 0])
         out = self.tmp / "s-out"
         self.assertFalse((out / sweep_lib.LOCK_FILE).exists())
         trials = json.loads((out / "sweep_state.json").read_text())["trials"]
@@ -156,7 +157,7 @@ class RunnerMechanicsTest(absltest.TestCase):
         out.mkdir()
         (out / sweep_lib.LOCK_FILE).write_text(str(os.getppid()))  # a live process
         path = write_yaml(self.tmp / "l.yaml", self.sweep())
-        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), sweep_lib.EXIT_USAGE)
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), EXIT_USAGE)
 
     def assert_usage_error(self, config_text: str, pattern: str, *args: str):
         path = self.tmp / "bad.yaml"
@@ -164,7 +165,7 @@ class RunnerMechanicsTest(absltest.TestCase):
         with self.assertRaisesRegex(sweep_lib.SweepError, pattern):
             argv = [str(path), "--sweep_dir", str(self.tmp / "o"), *args]
             sweep_lib.Runner(sweep_lib.build_parser().parse_args(argv))
-        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(self.tmp / "o"), *args]), sweep_lib.EXIT_USAGE)
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(self.tmp / "o"), *args]), EXIT_USAGE)
 
     def test_mistakes_name_the_file_and_line(self):
         good = yaml.safe_dump(self.sweep(), sort_keys=False)
@@ -195,7 +196,7 @@ class RunnerMechanicsTest(absltest.TestCase):
         # Another sweep file in the same folder is refused.
         config["parameters"]["evals"] = {"value": 3}
         path = write_yaml(self.tmp / "s.yaml", config)
-        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), sweep_lib.EXIT_USAGE)
+        self.assertEqual(sweep_lib.main([str(path), "--sweep_dir", str(out)]), EXIT_USAGE)
 
 
 SST2_SWEEP = {
@@ -248,7 +249,7 @@ class RealSweepTest(absltest.TestCase):
                 break
             time.sleep(0.2)
         output, _ = runner.communicate(timeout=120)
-        self.assertEqual(runner.returncode, sweep_lib.EXIT_PREEMPTED, output)  # SIGTERM: resume on requeue
+        self.assertEqual(runner.returncode, EXIT_PREEMPTED, output)  # SIGTERM: resume on requeue
         self.assertIn("rerun the same command to resume", output)
         trials = json.loads(state_path.read_text())["trials"]
         self.assertEqual([t["state"] for t in trials], ["finished", "running"])

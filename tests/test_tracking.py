@@ -18,9 +18,9 @@ import yaml
 from absl.testing import absltest
 
 import pre_train_t5
-from constants import get_task
 from t5kit import tracking
 from t5kit.sweep_configs import logged_keys, program_logged_keys
+from t5kit.tasks import get_task
 from tests.helpers import REPO, SHARED_DATA, corpus_slice
 
 

@@ -16,7 +16,7 @@ from absl.testing import absltest, parameterized
 from transformers import Seq2SeqTrainer, T5Config, T5ForConditionalGeneration
 
 import pre_train_t5
-from t5kit import fault_tolerance as ft
+from t5kit import fault_tolerance
 from t5kit import loss as loss_module
 from t5kit.corpus import column_sum
 from t5kit.loss import token_cross_entropy
@@ -63,8 +63,8 @@ class ColumnLengthsTest(parameterized.TestCase):
 
     def test_same_batches_as_the_trainers_lengths(self):
         dataset = ragged_dataset().shuffle(seed=1)
-        fast = ft.EpochSeededLengthGroupedSampler(8, column_lengths(dataset), seed=5)
-        slow = ft.EpochSeededLengthGroupedSampler(8, [len(row["input_ids"]) for row in dataset], seed=5)
+        fast = fault_tolerance.EpochSeededLengthGroupedSampler(8, column_lengths(dataset), seed=5)
+        slow = fault_tolerance.EpochSeededLengthGroupedSampler(8, [len(row["input_ids"]) for row in dataset], seed=5)
         for epoch in (0, 1):
             fast.set_epoch(epoch)
             slow.set_epoch(epoch)
@@ -73,7 +73,9 @@ class ColumnLengthsTest(parameterized.TestCase):
 
 class FloatingPointOpsTest(absltest.TestCase):
     def test_equals_the_trainers_count_and_counts_once(self):
-        config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0)
+        config = T5Config(
+            vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0
+        )
         model = T5ForConditionalGeneration(config)
         inputs = {"input_ids": torch.ones(3, 11, dtype=torch.long), "labels": torch.ones(3, 4, dtype=torch.long)}
         trainer = types.SimpleNamespace(model=model, _flop_parameters=None)
@@ -159,7 +161,7 @@ class ComputeLossTest(parameterized.TestCase):
 class GradientAccumulationTest(absltest.TestCase):
     def test_accumulated_micro_batches_equal_one_batch(self):
         """2 micro-batches of 4 give the per-step losses and gradient norms of 1 batch of 8 (same examples, same
-        span masks). Before t5kit.training.T5Trainer.compute_loss both were doubled."""
+        span masks). T5's own per-micro-batch mean loss would double both."""
         tmp = Path(self.create_tempdir().full_path)
         corpus = corpus_slice(tmp, lines=2000)
         argv = [

@@ -1,4 +1,6 @@
-"""Load task data into ``datasets.Dataset`` objects with the hub's schema.
+"""Benchmark task files and custom task files in, leaderboard submission files out.
+
+Loads task data into ``datasets.Dataset`` objects with the hub's schema.
 
 GLUE rows get the column names and integer labels of ``nyu-mll/glue`` on the
 hub (sentence; sentence1/sentence2; question1/question2; question/sentence;
@@ -6,11 +8,13 @@ premise/hypothesis; label; idx), whether they come from the hub or from a
 local copy of the official GLUE download (``--data_dir``). User data for
 ``--benchmark custom`` becomes columns source, target, idx.
 
-Every loader returns ``(dataset, LoadReport)``. Bad input is a ``ValueError``
-naming the file, the line and the flag; empty text fields are only counted.
+Every loader returns ``(dataset, LoadReport)``. Files are read by t5kit.readers,
+as the pre-training corpus is: bad input is an ``InputFileError`` (a ValueError)
+"FILE:LINE: message (column 'X', --flag)"; empty text fields and blank lines are
+only counted.
 
 Local GLUE files are tab-separated with no quoting: a quote character is text
-("QUOTE_NONE" in the GLUE and HF loaders), so lines are split on "\\t" here.
+("QUOTE_NONE" in the GLUE and HF loaders), so lines are split on "\\t".
 
 Local SuperGLUE files (``--data_dir``, the SuperGLUE download: ``BoolQ/val.jsonl``)
 are JSON lines; they become the rows of ``aps/super_glue`` on the hub: the
@@ -34,22 +38,29 @@ paragraph: {"idx": p, "passage": {"questions": [{"idx": q, "answers":
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import datasets
 
-from constants import INVALID, LOCAL_FLATTENERS, UNLABELED, TaskSpec, read_path
 from t5kit.hub import load_hub_dataset
+from t5kit.readers import (
+    RECORD_SUFFIXES,
+    InputFileError,
+    ReadCounts,
+    Row,
+    check_file,
+    check_text,
+    no_column,
+    read_records,
+)
+from t5kit.tasks import INVALID, LOCAL_FLATTENERS, UNLABELED, TaskSpec, read_path
 
-UTF8_BOM = b"\xef\xbb\xbf"  # MRPC train/dev start with one (from msr_paraphrase_*.txt)
-CUSTOM_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+CUSTOM_FORMATS = RECORD_SUFFIXES  # .jsonl, .json, .csv, .tsv
 # A dict entry of this name holds the pair in t2t-tuner's jsonl lines:
 # {"translation": {"s": "source text", "t": "target text"}}.
 T2T_TUNER_KEY = "translation"
@@ -61,7 +72,7 @@ class LoadReport:
     """What a loader read: where from, how many rows, how many were odd.
 
     empty_fields: column -> number of rows where that text is "" (kept, not fatal).
-    blank_lines: lines with no content at all, skipped (as csv.DictReader does).
+    blank_lines: lines of nothing but whitespace, skipped (t5kit.readers).
     """
 
     source: str
@@ -81,43 +92,9 @@ class LoadReport:
         return ", ".join(parts)
 
 
-def _fail(path: str, line: int | None, message: str, flag: str) -> ValueError:
-    where = f"{path} line {line}" if line is not None else path
-    return ValueError(f"{where}: {message} (check {flag})")
-
-
-def _read_lines(path: str, flag: str) -> list[tuple[int, str]]:
-    """(1-based line number, text) for each line of a UTF-8 file.
-
-    Splits on "\\n" only (a "\\r" before it is dropped): str.splitlines would
-    also split on \\x0b, \\x1c or \\u2028, which occur inside real text. A
-    leading UTF-8 BOM is removed. A missing, empty or non-UTF-8 file raises.
-    """
-    if not os.path.isfile(path):
-        raise _fail(path, None, "file not found", flag)
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
-    if not data.strip():
-        raise _fail(path, None, "file is empty", flag)
-    raw_lines = data.split(b"\n")
-    if raw_lines[-1] == b"":  # the final newline ends the last line
-        raw_lines.pop()
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            lines.append((number, raw.decode("utf-8")))
-        except UnicodeDecodeError as e:
-            raise _fail(path, number, f"not UTF-8 (byte {raw[e.start]:#04x} at "
-                        f"column {e.start + 1})", flag) from None
-    return lines
-
-
 # --------------------------------------------------------------------------
 # GLUE and other hub-schema tasks
+
 
 def hub_features(spec: TaskSpec) -> datasets.Features:
     """The hub schema of a task: text columns, label, idx (int32).
@@ -133,93 +110,86 @@ def hub_features(spec: TaskSpec) -> datasets.Features:
         label = datasets.Value("float32")
     else:
         label = datasets.Value("string")
-    features = {c: label if c == spec.label_column else datasets.Value("string")
-                for c in order}
+    features = {c: label if c == spec.label_column else datasets.Value("string") for c in order}
     features["idx"] = datasets.Value("int32")
     return datasets.Features(features)
 
 
-def _parse_label(spec: TaskSpec, raw: str, path: str, line: int, flag: str):
+def _parse_label(spec: TaskSpec, raw: str, row: Row, flag: str, column: str):
     """A file's label text -> hub label value.
 
     Label words map to their index ("entailment" -> 0 for RTE); digits are the
     index itself ("1" for SST-2); a regression score must lie in its range.
+    column: the file's label column, for the error.
     """
     if spec.label_words is not None:
         if raw in spec.label_words:
             return spec.label_words.index(raw)
         if raw.isdigit() and int(raw) < len(spec.label_words):
             return int(raw)
-        raise _fail(path, line, f"label {raw!r} is not in the {spec.name} label set "
-                    f"{list(spec.label_words)} or 0..{len(spec.label_words) - 1}", flag)
+        raise InputFileError(
+            row.path,
+            row.line,
+            f"label {raw!r} is not in the {spec.name} label set "
+            f"{list(spec.label_words)} or 0..{len(spec.label_words) - 1}",
+            flag,
+            column=column,
+        )
     if spec.regression is not None:
         try:
             value = float(raw)
         except ValueError:
             value = math.nan
         if not spec.regression.contains(value):
-            raise _fail(path, line, f"score {raw!r} is not a number in "
-                        f"[{spec.regression.low}, {spec.regression.high}]", flag)
+            raise InputFileError(
+                row.path,
+                row.line,
+                f"score {raw!r} is not a number in [{spec.regression.low}, {spec.regression.high}]",
+                flag,
+                column=column,
+            )
         return value
     return raw
 
 
 def _local_file(spec: TaskSpec, split: str, data_dir: str, flag: str, layout: str) -> str:
-    """<data_dir>/<the record's relative path>, or a ValueError naming the expected layout."""
+    """<data_dir>/<the record's relative path>, or an InputFileError naming the expected layout."""
     relative = spec.local_path(split)
     path = os.path.join(data_dir, relative)
     if not os.path.isfile(path):
-        raise _fail(path, None, f"file not found; expected the {layout} download layout "
-                    f"<data_dir>/{relative}", flag)
+        raise InputFileError(
+            path, None, f"file not found; expected the {layout} download layout <data_dir>/{relative}", flag
+        )
+    check_file(path, flag)
     return path
 
 
-def _read_local_split(spec: TaskSpec, split: str, data_dir: str,
-                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+def _read_local_split(spec: TaskSpec, split: str, data_dir: str, flag: str) -> tuple[datasets.Dataset, LoadReport]:
     path = _local_file(spec, split, data_dir, flag, "GLUE")
-    lines = _read_lines(path, flag)
-    if split in spec.local_headerless_splits:
-        names, first_data = list(spec.local_headerless_columns), 0
-    else:
-        names, first_data = lines[0][1].split("\t"), 1
-
-    positions = {}
-    for column, file_column in spec.local_columns:
-        if file_column in names:
-            positions[column] = names.index(file_column)
-        elif column == spec.label_column and split in spec.test_splits:
-            positions[column] = None  # test files carry no labels
-        else:
-            raise _fail(path, 1, f"header has no column {file_column!r} (for {column!r}); "
-                        f"it has {names}", flag)
-
+    header = list(spec.local_headerless_columns) if split in spec.local_headerless_splits else None
+    file_columns = dict(spec.local_columns)
+    label_file_column = file_columns[spec.label_column]
+    unlabeled = split in spec.test_splits  # test files carry no labels
+    needed = [f for c, f in spec.local_columns if not (c == spec.label_column and unlabeled)]
     text_columns = [c for c, _ in spec.local_columns if c != spec.label_column]
     rows: dict[str, list[Any]] = {c: [] for c in hub_features(spec)}
     empty = {c: 0 for c in text_columns}
-    blank = 0
-    for number, text in lines[first_data:]:
-        if not text:
-            blank += 1
-            continue
-        fields = text.split("\t")
-        if len(fields) != len(names):
-            raise _fail(path, number, f"expected {len(names)} tab-separated fields "
-                        f"{names}, found {len(fields)}", flag)
+    counts = ReadCounts()
+    for row in read_records(path, flag, counts, columns=needed, header=header, suffix=".tsv"):
         for column in text_columns:
-            value = fields[positions[column]]
+            value = row.values[file_columns[column]]
             empty[column] += value == ""
             rows[column].append(value)
-        label_at = positions[spec.label_column]
+        raw_label = row.values.get(label_file_column)
         rows[spec.label_column].append(
-            UNLABELED if label_at is None
-            else _parse_label(spec, fields[label_at], path, number, flag))
+            UNLABELED if raw_label is None else _parse_label(spec, raw_label, row, flag, label_file_column)
+        )
         # idx counts data rows from 0, as the hub's GLUE builder does.
         rows["idx"].append(len(rows["idx"]))
     if not rows["idx"]:
-        raise _fail(path, None, "file has no data rows", flag)
+        raise InputFileError(path, None, "file has no data rows", flag)
     dataset = datasets.Dataset.from_dict(rows, features=hub_features(spec))
-    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty,
-                               blank_lines=blank)
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=counts.blank_lines)
 
 
 def _json_label_text(value: Any) -> str:
@@ -235,27 +205,36 @@ def flatten_multirc(record: dict) -> list[dict]:
     rows = []
     for question in passage["questions"]:
         for answer in question["answers"]:
-            rows.append({
-                "paragraph": passage["text"], "question": question["question"], "answer": answer["text"],
-                "label": answer.get("label"),
-                "idx": {"paragraph": record["idx"], "question": question["idx"], "answer": answer["idx"]},
-            })
+            rows.append(
+                {
+                    "paragraph": passage["text"],
+                    "question": question["question"],
+                    "answer": answer["text"],
+                    "label": answer.get("label"),
+                    "idx": {"paragraph": record["idx"], "question": question["idx"], "answer": answer["idx"]},
+                }
+            )
     return rows
 
 
 def flatten_record(record: dict) -> list[dict]:
     """One ReCoRD line (a passage with its queries) -> one hub row per query."""
     text = record["passage"]["text"]
-    entities = sorted({text[e["start"]: e["end"] + 1] for e in record["passage"]["entities"]})
-    return [{
-        "passage": text, "query": qa["query"], "entities": entities,
-        "answers": sorted({a["text"] for a in qa.get("answers", [])}),
-        "idx": {"passage": record["idx"], "query": qa["idx"]},
-    } for qa in record["qas"]]
+    entities = sorted({text[e["start"] : e["end"] + 1] for e in record["passage"]["entities"]})
+    return [
+        {
+            "passage": text,
+            "query": qa["query"],
+            "entities": entities,
+            "answers": sorted({a["text"] for a in qa.get("answers", [])}),
+            "idx": {"passage": record["idx"], "query": qa["idx"]},
+        }
+        for qa in record["qas"]
+    ]
 
 
 FLATTENERS = {"superglue_multirc": flatten_multirc, "superglue_record": flatten_record}
-assert set(FLATTENERS) == LOCAL_FLATTENERS, "constants.LOCAL_FLATTENERS and FLATTENERS disagree"
+assert set(FLATTENERS) == LOCAL_FLATTENERS, "t5kit.tasks.LOCAL_FLATTENERS and FLATTENERS disagree"
 
 
 def _jsonl_features(spec: TaskSpec, row: dict) -> datasets.Features:
@@ -280,16 +259,16 @@ def _jsonl_features(spec: TaskSpec, row: dict) -> datasets.Features:
     return datasets.Features(features)
 
 
-def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
-                      flag: str) -> tuple[datasets.Dataset, LoadReport]:
+def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str, flag: str) -> tuple[datasets.Dataset, LoadReport]:
     path = _local_file(spec, split, data_dir, flag, "SuperGLUE")
     file_labels = spec.local_label_values or spec.label_words
+    file_columns = dict(spec.local_columns)  # hub column -> the file's (dotted) path, named in errors
     text_columns = [c for _, c in spec.input_fields if c not in spec.list_input_columns]
     empty = {c: 0 for c in text_columns}
     rows: list[dict] = []
-    blank = [0]
-    for number, where, record in _records(path, flag, blank):
-        flattened = FLATTENERS[spec.local_flatten](record) if spec.local_flatten else [record]
+    counts = ReadCounts()
+    for record in read_records(path, flag, counts, suffix=".jsonl"):
+        flattened = FLATTENERS[spec.local_flatten](record.values) if spec.local_flatten else [record.values]
         for raw in flattened:
             row: dict[str, Any] = {}
             for column, file_column in spec.local_columns:
@@ -299,7 +278,7 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
                     if column == spec.label_column:
                         value = None  # test files carry no labels
                     else:
-                        raise _fail(path, number, f"{where}{err.args[0]}", flag) from None
+                        raise InputFileError(path, record.line, err.args[0], flag) from None
                 row[column] = value
             label = row.get(spec.label_column)
             if spec.label_words is not None:
@@ -308,139 +287,96 @@ def _read_local_jsonl(spec: TaskSpec, split: str, data_dir: str,
                 else:
                     text = _json_label_text(label)
                     if text not in file_labels:
-                        raise _fail(path, number, f"label {text!r} is not in the {spec.name} label "
-                                    f"set {list(file_labels)}", flag)
+                        raise InputFileError(
+                            path,
+                            record.line,
+                            f"label {text!r} is not in the {spec.name} label set {list(file_labels)}",
+                            flag,
+                            column=file_columns[spec.label_column],
+                        )
                     row[spec.label_column] = file_labels.index(text)
             elif label is None:
                 row[spec.label_column] = []
             for column in text_columns:
-                if not isinstance(row[column], str):
-                    raise _fail(path, number, f"{where}field {column!r} holds "
-                                f"{type(row[column]).__name__}, expected text", flag)
-                empty[column] += row[column] == ""
+                empty[column] += check_text(record, file_columns.get(column, column), row[column], flag) == ""
             idx = raw.get("idx")
             if spec.idx_fields:
                 if not isinstance(idx, dict) or set(idx) != set(spec.idx_fields):
-                    raise _fail(path, number, f"{where}idx {idx!r} lacks {spec.idx_fields}", flag)
+                    raise InputFileError(path, record.line, f"idx {idx!r} lacks {spec.idx_fields}", flag, column="idx")
             elif idx is None:
                 idx = len(rows)  # files without idx: count data rows from 0
             row["idx"] = idx
             rows.append(row)
     if not rows:
-        raise _fail(path, None, "file has no data rows", flag)
+        raise InputFileError(path, None, "file has no data rows", flag)
     dataset = datasets.Dataset.from_list(rows, features=_jsonl_features(spec, rows[0]))
-    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=blank[0])
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=counts.blank_lines)
 
 
-def load_glue_split(spec: TaskSpec, split: str, data_dir: str | None = None,
-                    ) -> tuple[datasets.Dataset, LoadReport]:
-    """One split of a task, with the hub schema.
+def load_benchmark_split(
+    spec: TaskSpec,
+    split: str,
+    data_dir: str | None = None,
+) -> tuple[datasets.Dataset, LoadReport]:
+    """One split of a benchmark task (GLUE, SuperGLUE, summarization, ...), with the hub schema.
 
     split: a hub split name of the task, e.g. "validation" or, for MNLI,
       "validation_matched" (read from <data_dir>/MNLI/dev_matched.tsv).
-    data_dir: the official GLUE download folder; None loads from the hub
+    data_dir: the GLUE/SuperGLUE download folder; None loads from the hub
       (``datasets.load_dataset(spec.hub_path, spec.hub_config, split=split)``).
     Test splits carry label -1 (UNLABELED).
 
-    load_glue_split(get_task("glue", "sst2"), "validation", "glue_data")[0][0]
+    load_benchmark_split(get_task("glue", "sst2"), "validation", "glue_data")[0][0]
       -> {"sentence": "it 's a charming and often affecting journey . ",
           "label": 1, "idx": 0}
     """
     if split not in spec.splits:
-        raise ValueError(f"task {spec.full_name} has no split {split!r}; "
-                         f"choose one of: {', '.join(spec.splits)}")
+        raise ValueError(f"task {spec.full_name} has no split {split!r}; choose one of: {', '.join(spec.splits)}")
     if data_dir is not None:
         if not spec.local_files:
-            raise ValueError(f"task {spec.full_name} has no local file layout; leave out --data_dir "
-                             "(hub) or use --benchmark custom with --train_file/--validation_file")
+            raise ValueError(
+                f"task {spec.full_name} has no local file layout; leave out --data_dir "
+                "(hub) or use --benchmark custom with --train_file/--validation_file"
+            )
         if spec.local_suffix == ".jsonl":
             return _read_local_jsonl(spec, split, data_dir, flag="--data_dir")
         return _read_local_split(spec, split, data_dir, flag="--data_dir")
     if spec.hub_path is None:
         raise ValueError(f"task {spec.full_name} has no hub source; pass --data_dir")
-    dataset = load_hub_dataset(spec.hub_path, spec.hub_config, split, local_hint=(
-        f"pass --data_dir with the {spec.benchmark.upper()} files for {spec.full_name}, or --benchmark custom with "
-        "--train_file/--validation_file"))
-    empty = {c: sum(v == "" for v in dataset[c]) for _, c in spec.input_fields
-             if c in dataset.column_names and c not in spec.list_input_columns}
-    return dataset, LoadReport(source=f"hub {spec.hub_path} {spec.hub_config} {split}",
-                               rows=len(dataset), empty_fields=empty)
+    dataset = load_hub_dataset(
+        spec.hub_path,
+        spec.hub_config,
+        split,
+        local_hint=(
+            f"pass --data_dir with the {spec.benchmark.upper()} files for {spec.full_name}, or --benchmark custom with "
+            "--train_file/--validation_file"
+        ),
+    )
+    empty = {
+        c: sum(v == "" for v in dataset[c])
+        for _, c in spec.input_fields
+        if c in dataset.column_names and c not in spec.list_input_columns
+    }
+    return dataset, LoadReport(
+        source=f"hub {spec.hub_path} {spec.hub_config} {split}", rows=len(dataset), empty_fields=empty
+    )
 
 
 # --------------------------------------------------------------------------
 # User data for --benchmark custom
 
-def _records(path: str, flag: str, blank: list[int] | None = None) -> Iterator[tuple[int | None, str, dict]]:
-    """(line, location prefix for messages, record) for each record of a jsonl/json/csv/tsv file; the prefix is
-    "record i: " for a JSON array and "" where the line number names the place."""
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in CUSTOM_FORMATS:
-        raise _fail(path, None, f"unsupported file type {suffix!r}; use one of "
-                    f"{', '.join(CUSTOM_FORMATS)}", flag)
-    lines = _read_lines(path, flag)
-    if suffix == ".json" and lines[0][1].lstrip().startswith("["):
-        # One JSON array of objects (a .json file of JSON lines reads as jsonl).
-        try:
-            items = json.loads("\n".join(text for _, text in lines))
-        except json.JSONDecodeError as e:
-            raise _fail(path, e.lineno, f"invalid JSON: {e.msg}", flag) from None
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise _fail(path, None, f"record {i} is {type(item).__name__}, "
-                            "expected an object", flag)
-            yield None, f"record {i}: ", item
-    elif suffix in (".jsonl", ".json"):
-        for number, text in lines:
-            if not text.strip():
-                _count(blank)
-                continue
-            try:
-                item = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise _fail(path, number, f"invalid JSON: {e.msg}", flag) from None
-            if not isinstance(item, dict):
-                raise _fail(path, number, f"line holds {type(item).__name__}, "
-                            "expected an object", flag)
-            yield number, "", item  # the error names the line already
-    elif suffix == ".csv":
-        # Real CSV quoting applies here (user files quote fields with commas).
-        reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)))
-        try:
-            header = next(reader)
-            for row in reader:
-                if not row:
-                    _count(blank)
-                    continue
-                if len(row) != len(header):
-                    raise _fail(path, reader.line_num, f"expected {len(header)} fields "
-                                f"{header}, found {len(row)}", flag)
-                yield reader.line_num, "", dict(zip(header, row))
-        except csv.Error as e:
-            raise _fail(path, reader.line_num, f"invalid CSV: {e}", flag) from None
-    else:  # .tsv: no quoting, a quote is text
-        header = lines[0][1].split("\t")
-        for number, text in lines[1:]:
-            if not text:
-                _count(blank)
-                continue
-            fields = text.split("\t")
-            if len(fields) != len(header):
-                raise _fail(path, number, f"expected {len(header)} tab-separated fields "
-                            f"{header}, found {len(fields)}", flag)
-            yield number, "", dict(zip(header, fields))
 
-
-def _count(blank: list[int] | None) -> None:
-    """One more blank line skipped by _records (its caller's counter, a one-element list)."""
-    if blank is not None:
-        blank[0] += 1
-
-
-def load_custom_split(path: str, source_column: str = "source",
-                      target_column: str = "target", source_id: str = "s",
-                      target_id: str = "t", *, flag: str = "--train_file",
-                      require_target: bool = True, answer_list: bool = False,
-                      ) -> tuple[datasets.Dataset, LoadReport]:
+def load_custom_split(
+    path: str,
+    source_column: str = "source",
+    target_column: str = "target",
+    source_id: str = "s",
+    target_id: str = "t",
+    *,
+    flag: str = "--train_file",
+    require_target: bool = True,
+    answer_list: bool = False,
+) -> tuple[datasets.Dataset, LoadReport]:
     """User data (.jsonl, .json, .csv, .tsv) -> Dataset with source, target, idx.
 
     A record holds ``source_column`` and ``target_column``, or, in t2t-tuner's
@@ -454,48 +390,53 @@ def load_custom_split(path: str, source_column: str = "source",
     sources: list[str] = []
     targets: list[Any] = []
     empty = {"source": 0, "target": 0}
-    blank = [0]
-    for line, where, record in _records(path, flag, blank):
+    counts = ReadCounts()
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in CUSTOM_FORMATS:
+        raise InputFileError(path, None, f"unsupported file type {suffix!r}; use one of {', '.join(CUSTOM_FORMATS)}",
+                             flag)  # fmt: skip
+    check_file(path, flag)
+    header_columns = [source_column, target_column] if require_target else [source_column]
+    for row in read_records(path, flag, counts, columns=header_columns):
+        record = row.values
         if source_column not in record and isinstance(record.get(T2T_TUNER_KEY), dict):
-            record, columns = record[T2T_TUNER_KEY], (source_id, target_id)
-            kind = f"{T2T_TUNER_KEY!r} object"
+            row = Row(row.path, row.line, record[T2T_TUNER_KEY])
+            columns, owner = (source_id, target_id), f"{T2T_TUNER_KEY!r} object"
         else:
-            columns, kind = (source_column, target_column), "record"
+            columns, owner = (source_column, target_column), ""
         values = []
         for name, column in zip(("source", "target"), columns):
-            if column not in record:
+            if column not in row.values:
                 if name == "target" and not require_target:
                     values.append([] if answer_list else "")
                     continue
-                raise _fail(path, line, f"{where}{kind} has no column {column!r}; "
-                            f"it has {sorted(record)}", flag)
-            value = record[column]
+                raise no_column(row, column, flag, owner)
+            value = row.values[column]
             if name == "target" and answer_list:
                 value = [value] if isinstance(value, str) else value
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise _fail(path, line, f"{where}column {column!r} holds {value!r}, expected "
-                                "a text or a list of texts", flag)
-            elif not isinstance(value, str):
-                raise _fail(path, line, f"{where}column {column!r} holds "
-                            f"{type(value).__name__}, expected text", flag)
+                    raise InputFileError(path, row.line, f"holds {value!r}, expected a text or a list of texts",
+                                         flag, column=column)  # fmt: skip
+            else:
+                value = check_text(row, column, value, flag)
             values.append(value)
         for name, value in zip(("source", "target"), values):
             empty[name] += value == "" or (isinstance(value, list) and not any(value))
         sources.append(values[0])
         targets.append(values[1])
     if not sources:
-        raise _fail(path, None, "file has no records", flag)
+        raise InputFileError(path, None, "file has no records", flag)
     target = datasets.Sequence(datasets.Value("string")) if answer_list else datasets.Value("string")
-    features = datasets.Features({"source": datasets.Value("string"), "target": target,
-                                  "idx": datasets.Value("int32")})
+    features = datasets.Features({"source": datasets.Value("string"), "target": target, "idx": datasets.Value("int32")})
     dataset = datasets.Dataset.from_dict(
-        {"source": sources, "target": targets, "idx": list(range(len(sources)))},
-        features=features)
-    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=blank[0])
+        {"source": sources, "target": targets, "idx": list(range(len(sources)))}, features=features
+    )
+    return dataset, LoadReport(source=path, rows=len(dataset), empty_fields=empty, blank_lines=counts.blank_lines)
 
 
 # --------------------------------------------------------------------------
 # GLUE leaderboard files
+
 
 def glue_submission_filename(spec: TaskSpec, split: str = "test") -> str:
     """The official file name: (sst2, "test") -> "SST-2.tsv";
@@ -503,8 +444,9 @@ def glue_submission_filename(spec: TaskSpec, split: str = "test") -> str:
     return spec.submission_file(split)
 
 
-def write_glue_submission(spec: TaskSpec, predictions: Sequence[int | float],
-                          path: str, invalid_fallback: int | float = 0) -> int:
+def write_glue_submission(
+    spec: TaskSpec, predictions: Sequence[int | float], path: str, invalid_fallback: int | float = 0
+) -> int:
     """Write the leaderboard TSV "index\\tprediction"; return how many
     predictions were invalid and replaced by ``invalid_fallback``.
 
@@ -519,18 +461,23 @@ def write_glue_submission(spec: TaskSpec, predictions: Sequence[int | float],
 
     def valid(value) -> bool:
         if spec.label_words is not None:
-            return (not isinstance(value, bool) and isinstance(value, numbers.Integral)
-                    and 0 <= value < len(spec.label_words))
+            return (
+                not isinstance(value, bool)
+                and isinstance(value, numbers.Integral)
+                and 0 <= value < len(spec.label_words)
+            )
         if spec.regression is not None:
-            return (not isinstance(value, bool) and isinstance(value, numbers.Real)
-                    and spec.regression.contains(float(value)))
+            return (
+                not isinstance(value, bool)
+                and isinstance(value, numbers.Real)
+                and spec.regression.contains(float(value))
+            )
         return False
 
     if spec.label_words is None and spec.regression is None:
         raise ValueError(f"task {spec.full_name} has no GLUE leaderboard format")
     if not valid(invalid_fallback):
-        raise ValueError(f"invalid_fallback {invalid_fallback!r} is no valid prediction "
-                         f"for task {spec.full_name}")
+        raise ValueError(f"invalid_fallback {invalid_fallback!r} is no valid prediction for task {spec.full_name}")
     replaced = 0
     lines = ["\t".join(SUBMISSION_HEADER)]
     for index, value in enumerate(predictions):
@@ -554,8 +501,10 @@ def write_glue_submission(spec: TaskSpec, predictions: Sequence[int | float],
 # --------------------------------------------------------------------------
 # SuperGLUE leaderboard files
 
-def write_superglue_submission(spec: TaskSpec, idxs: Sequence[Any], predictions: Sequence[Any],
-                               path: str, invalid_fallback: int = 0) -> int:
+
+def write_superglue_submission(
+    spec: TaskSpec, idxs: Sequence[Any], predictions: Sequence[Any], path: str, invalid_fallback: int = 0
+) -> int:
     """Write a SuperGLUE leaderboard jsonl file; return how many predictions were
     invalid and replaced by the class ``invalid_fallback``.
 
@@ -591,11 +540,14 @@ def write_superglue_submission(spec: TaskSpec, idxs: Sequence[Any], predictions:
         paragraphs: dict[Any, dict[Any, list]] = {}
         for idx, value in zip(idxs, predictions):
             questions = paragraphs.setdefault(idx[paragraph_key], {})
-            questions.setdefault(idx[question_key], []).append(
-                {"idx": idx[answer_key], "label": label_of(value)})
+            questions.setdefault(idx[question_key], []).append({"idx": idx[answer_key], "label": label_of(value)})
         for p, questions in paragraphs.items():
-            lines.append({"idx": p, "passage": {"questions": [
-                {"idx": q, "answers": answers} for q, answers in questions.items()]}})
+            lines.append(
+                {
+                    "idx": p,
+                    "passage": {"questions": [{"idx": q, "answers": answers} for q, answers in questions.items()]},
+                }
+            )
     elif spec.submission_format == "superglue_jsonl":
         for idx, value in zip(idxs, predictions):
             key = idx[spec.submission_idx] if spec.submission_idx else idx
@@ -612,8 +564,9 @@ def write_superglue_submission(spec: TaskSpec, idxs: Sequence[Any], predictions:
     return replaced
 
 
-def write_submission(spec: TaskSpec, split: str, idxs: Sequence[Any], predictions: Sequence[Any],
-                     folder: str) -> tuple[str, int]:
+def write_submission(
+    spec: TaskSpec, split: str, idxs: Sequence[Any], predictions: Sequence[Any], folder: str
+) -> tuple[str, int]:
     """The leaderboard file of ``split`` in ``folder`` in the record's format;
     returns (path, number of invalid predictions replaced by a default label)."""
     path = os.path.join(folder, spec.submission_file(split))
@@ -622,7 +575,18 @@ def write_submission(spec: TaskSpec, split: str, idxs: Sequence[Any], prediction
     return path, write_superglue_submission(spec, idxs, predictions, path)
 
 
-__all__ = ["LoadReport", "hub_features", "load_glue_split", "load_custom_split",
-           "glue_submission_filename", "write_glue_submission", "write_superglue_submission",
-           "write_submission", "flatten_multirc", "flatten_record", "FLATTENERS",
-           "INVALID", "UNLABELED"]
+__all__ = [
+    "LoadReport",
+    "hub_features",
+    "load_benchmark_split",
+    "load_custom_split",
+    "glue_submission_filename",
+    "write_glue_submission",
+    "write_superglue_submission",
+    "write_submission",
+    "flatten_multirc",
+    "flatten_record",
+    "FLATTENERS",
+    "INVALID",
+    "UNLABELED",
+]
