@@ -258,7 +258,7 @@ def squad_f1(references: Sequence[Sequence[str]], predictions: Sequence[str]) ->
 
 
 @functools.cache
-def _punkt_available() -> bool:
+def punkt_available() -> bool:
     try:
         import nltk
 
@@ -281,7 +281,7 @@ def split_sentences(text: str) -> str:
     """
     if "\n" in text:
         return "\n".join(line.strip() for line in text.split("\n") if line.strip())
-    if _punkt_available():
+    if punkt_available():
         import nltk
 
         return "\n".join(nltk.sent_tokenize(text))

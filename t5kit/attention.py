@@ -28,7 +28,7 @@ NAME = "blocked"
 BLOCK_SCORES = 1 << 19  # fp32 scores per block: 2 MB, one L2; measured best of 0.25-16 MB (bench/attention.py)
 
 
-def _blocks(batch: int, heads: int, q_len: int, k_len: int) -> list[tuple[slice, slice]]:
+def attention_blocks(batch: int, heads: int, q_len: int, k_len: int) -> list[tuple[slice, slice]]:
     """(batch slice, head slice) pairs covering batch x heads, each with about BLOCK_SCORES scores: several whole
     batch elements when one is small, else a group of heads (a divisor of `heads`) of one batch element."""
     rows = max(1, BLOCK_SCORES // (q_len * k_len))
@@ -54,7 +54,7 @@ class _BlockedAttention(torch.autograd.Function):
         with torch.autocast(query.device.type, enabled=False):  # the fp32 core must not be autocast to bf16
             q, k, v = query.float(), key.float(), value.float()
             batch, heads, q_len, _ = q.shape
-            blocks = _blocks(batch, heads, q_len, k.shape[2])
+            blocks = attention_blocks(batch, heads, q_len, k.shape[2])
             out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
             keep = any(ctx.needs_input_grad)  # (grad mode is off inside forward; this says whether backward runs)
             probs = []

@@ -79,7 +79,7 @@ class KernelTest(parameterized.TestCase):
     def test_blocks_cover_every_batch_element_and_head_once(self):
         for batch, heads, q_len, k_len in ((8, 8, 512, 512), (8, 8, 114, 114), (3, 6, 700, 700), (5, 12, 1, 9)):
             seen = torch.zeros(batch, heads, dtype=torch.int)
-            for bs, hs in attention._blocks(batch, heads, q_len, k_len):
+            for bs, hs in attention.attention_blocks(batch, heads, q_len, k_len):
                 seen[bs, hs] += 1
                 scores = seen[bs, hs].numel() * q_len * k_len
                 self.assertLessEqual(scores, max(attention.BLOCK_SCORES, q_len * k_len))  # one head may exceed it

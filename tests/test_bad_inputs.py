@@ -20,7 +20,7 @@ from transformers import T5ForConditionalGeneration
 
 import fine_tune_t5
 import pre_train_t5
-from t5kit import fault_tolerance as ft
+from t5kit import fault_tolerance
 from t5kit.exit_codes import EXIT_USAGE
 from t5kit.tokenizer import train_tokenizer
 from t5kit.training import T5Trainer
@@ -73,6 +73,9 @@ CATALOGUE = [
     ("config_wrong_type", "pretrain", r"cfg\.yaml:2: max_steps: 2\.5 is not an integer \(as the --max_steps flag"),
     ("config_not_a_number", "pretrain", r"cfg\.yaml:1: learning_rate: 'fast' is not a number"),
     ("config_not_a_choice", "finetune", r"cfg\.yaml:1: lr_scheduler_type: 'cosinus' is not one of linear, cosine"),
+    ("eval_mode_not_a_choice", "finetune", r"cfg\.yaml:1: eval_mode: 'ranked' is not one of generate, rank"),
+    ("predict_with_generate_off", "finetune",
+     r"--predict_with_generate False would score raw logits as text; predictions follow --eval_mode"),
     ("streaming_without_max_steps", "pretrain", r"--streaming needs --max_steps"),
     ("custom_training_without_a_validation_file", "finetune",
      r"evaluation \(--do_eval, or --eval_strategy steps/epoch during training; --eval_strategy no trains without "
@@ -224,6 +227,14 @@ class BadInputTest(parameterized.TestCase):
         return ["--benchmark", "glue", "--dataset_name", "sst2", "--do_train", *FINETUNE, "--config", config,
                 *self.out]  # fmt: skip
 
+    def case_eval_mode_not_a_choice(self):
+        config = self.write("cfg.yaml", "eval_mode: ranked\n")
+        return ["--benchmark", "glue", "--dataset_name", "sst2", "--do_eval", *FINETUNE, "--config", config, *self.out]
+
+    def case_predict_with_generate_off(self):
+        return ["--benchmark", "glue", "--dataset_name", "sst2", "--do_eval", "--predict_with_generate", "False",
+                *FINETUNE, *self.out]  # fmt: skip
+
     def case_streaming_without_max_steps(self):
         return ["--train_files", str(self.corpus), *self.tok, "--model_config", "tiny", "--streaming", *self.out]
 
@@ -263,7 +274,7 @@ class BadInputTest(parameterized.TestCase):
         code, _ = run_script("pretrain", self.case_disk_full_during_save())
         self.assertEqual(code, EXIT_USAGE)
         out = self.tmp / "out"
-        self.assertEqual([p.name for p in ft.complete_checkpoints(out)], ["checkpoint-2"])
+        self.assertEqual([p.name for p in fault_tolerance.complete_checkpoints(out)], ["checkpoint-2"])
         self.assertFalse(list(out.glob("tmp-*")))
         model = T5ForConditionalGeneration.from_pretrained(out / "checkpoint-2")
         self.assertTrue(all(torch.isfinite(p).all() for p in model.parameters()))

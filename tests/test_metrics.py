@@ -249,7 +249,7 @@ class TextMetricTest(parameterized.TestCase):
 
     def test_split_sentences(self):
         self.assertEqual(metrics.split_sentences("Storm hits.\nNo one hurt.\n"), "Storm hits.\nNo one hurt.")
-        if not metrics._punkt_available():  # the documented fallback
+        if not metrics.punkt_available():  # the documented fallback
             self.assertEqual(metrics.split_sentences("It rained. We left!  Why? ok"), "It rained.\nWe left!\nWhy?\nok")
 
     def test_bleu_and_chrf_match_sacrebleu(self):
