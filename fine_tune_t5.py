@@ -24,7 +24,9 @@ against all gold answers (`references`), MultiRC groups answer options by questi
 writes the leaderboard file the record names (GLUE TSV, SuperGLUE jsonl) under submission/.
 
 Metrics are computed on decoded, post-processed text (never token ids); text that is no label word counts as wrong
-and its share is reported as `eval_invalid_rate`. Every flag: `python fine_tune_t5.py --help`.
+and its share is reported as `eval_invalid_rate`. Binary tasks also report `eval_precision` and `eval_recall`, and
+every evaluation reports `eval_token_accuracy` (teacher-forced: the signal before generation yields valid labels).
+Every flag: `python fine_tune_t5.py --help`.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ class FineTuneArguments(T5TrainingArguments):
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after N evaluations without improvement of the task metric."}
     )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={"help": "Least gain of the watched metric that counts as an improvement (0.5 = half a point)."},
+    )
 
     def __post_init__(self):
         if self.eval_mode not in (GENERATE, RANK):
@@ -128,6 +134,11 @@ class FineTuneArguments(T5TrainingArguments):
         super().__post_init__()
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
             raise UsageError("--early_stopping_patience needs evaluation during training (--eval_strategy steps|epoch)")
+        if self.early_stopping_threshold < 0:
+            raise UsageError(f"--early_stopping_threshold must be >= 0, got {self.early_stopping_threshold}")
+        if self.early_stopping_threshold and self.early_stopping_patience is None:
+            raise UsageError("--early_stopping_threshold needs --early_stopping_patience (it only sets what counts as "
+                             "an improvement for early stopping)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -> dict:
@@ -203,7 +214,8 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -
         eval_dataset=during_training[0].dataset if during_training else None,
         data_collator=Seq2SeqCollator(tokenizer),
         processing_class=tokenizer,
-        callbacks=[*callbacks, *([EarlyStoppingCallback(train_args.early_stopping_patience)]
+        callbacks=[*callbacks, *([EarlyStoppingCallback(train_args.early_stopping_patience,
+                                                        train_args.early_stopping_threshold)]
                                  if train_args.early_stopping_patience is not None else [])],
         tasks=tasks,
         eval_mode=train_args.eval_mode,

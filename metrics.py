@@ -9,8 +9,8 @@ model generated text that is no label word (see ``t5kit.tasks.postprocess``).
 Invalid predictions are scored as wrong, never dropped:
 
 - ``accuracy``: INVALID never equals a target, so it counts as wrong.
-- ``f1`` and ``mcc`` on binary labels: INVALID is replaced by the label
-  opposite to the gold one (T5 ``f1_score_with_invalid``).
+- ``f1``, ``precision``, ``recall`` and ``mcc`` on binary labels: INVALID is
+  replaced by the label opposite to the gold one (T5 ``f1_score_with_invalid``).
 - ``mcc`` on more than two classes: INVALID stays a class of its own (wrong).
 - ``macro_f1``: INVALID is no class of its own; it is a false negative for
   the gold class.
@@ -105,6 +105,31 @@ def f1(targets: Sequence[int], predictions: Sequence[int]) -> float:
     return PERCENT * float(
         sklearn.metrics.f1_score(targets, predictions, pos_label=1, average="binary", zero_division=0.0)
     )
+
+
+def _binary_score(fn, targets: Sequence[int], predictions: Sequence[int], name: str) -> float:
+    _check_lengths(targets, predictions)
+    if not _is_binary(targets):
+        raise ValueError(f"{name} needs binary targets (0/1)")
+    predictions = _replace_invalid_binary(targets, predictions)
+    # No positive prediction (precision) or no positive target (recall): sklearn warns and says 0.
+    return PERCENT * float(fn(targets, predictions, pos_label=1, average="binary", zero_division=0.0))
+
+
+def precision(targets: Sequence[int], predictions: Sequence[int]) -> float:
+    """Binary precision of the positive class 1: TP / (TP + FP); INVALID counts as the wrong label, as in ``f1``.
+
+    precision([1, 1, 0, 0], [1, -1, -1, 1]) -> predictions [1, 0, 1, 1]: TP 1, FP 2 -> 33.33...
+    """
+    return _binary_score(sklearn.metrics.precision_score, targets, predictions, "precision")
+
+
+def recall(targets: Sequence[int], predictions: Sequence[int]) -> float:
+    """Binary recall of the positive class 1: TP / (TP + FN); INVALID counts as the wrong label, as in ``f1``.
+
+    recall([1, 1, 0, 0], [1, -1, -1, 1]) -> predictions [1, 0, 1, 1]: TP 1, FN 1 -> 50.0
+    """
+    return _binary_score(sklearn.metrics.recall_score, targets, predictions, "recall")
 
 
 def mcc(targets: Sequence[int], predictions: Sequence[int]) -> float:
@@ -333,6 +358,8 @@ METRICS: dict[str, Callable[..., float]] = {
     "f1": f1,
     # MultiRC F1a: binary F1 over every answer option (T5 multirc_f1_over_all_answers).
     "f1a": f1,
+    "precision": precision,
+    "recall": recall,
     "mcc": mcc,
     "macro_f1": macro_f1,
     "pearson": pearson,
@@ -349,7 +376,10 @@ METRICS: dict[str, Callable[..., float]] = {
 }
 
 # Metrics defined on two classes (0/1) only, and metrics on real-valued scores.
-BINARY_METRICS = frozenset({"f1", "f1a"})
+BINARY_METRICS = frozenset({"f1", "f1a", "precision", "recall"})
+# Reported besides a binary classification task's own metrics (t5kit.tasks.reported_metrics): they never enter its
+# score, and no task record needs to name them.
+BINARY_EXTRA_METRICS = ("precision", "recall")
 SCORE_METRICS = frozenset({"pearson", "spearman"})
 # Metrics that also take each example's group id.
 GROUP_METRICS = frozenset({"group_em"})

@@ -21,6 +21,8 @@ import torch
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
+from t5kit.tracking import default_trackers
+
 # Aliases accepted for `--lr_scheduler_type`: the TTT seed's schedule names -> transformers' names.
 LR_SCHEDULER_ALIASES = {
     "warmuplinear": "linear",
@@ -123,6 +125,7 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
     - bf16 is on by default where the hardware supports it; fp16 is refused (T5 activations overflow fp16).
     - With no GPU, `use_cpu` is set so the Trainer accepts bf16 and 2-process CPU launches synchronise.
     - `--resume_from_checkpoint latest` resumes from the newest checkpoint in `--output_dir`, if any.
+    - `--report_to` is wandb and tensorboard (those installed; t5kit.tracking), not the Trainer's none.
     """
 
     output_dir: str | None = field(default=None, metadata={"help": "Where the run folder is written (required)."})
@@ -148,6 +151,15 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
         metadata={
             "help": "Start a new run in an --output_dir that holds another run's outputs, deleting its checkpoints, "
             "results, metrics log and trained tokenizer first (without it, such a folder is refused)."
+        },
+    )
+    report_to: None | str | list[str] = field(
+        default=None,
+        metadata={
+            "help": "Where to log: wandb and tensorboard by default (those installed; W&B logs offline by itself, in "
+            "./wandb, with no API key or server), none to log nowhere, all for every installed integration, or a "
+            "list (wandb,tensorboard). The run folder's W&B run id is kept in wandb_run.json; a resumed run "
+            "continues that W&B run."
         },
     )
     skip_nonfinite_steps: int = field(
@@ -194,6 +206,8 @@ class T5TrainingArguments(Seq2SeqTrainingArguments):
         if self.bf16 is None:
             self.bf16 = bf16_supported()
         self.lr_scheduler_type = LR_SCHEDULER_ALIASES.get(str(self.lr_scheduler_type), self.lr_scheduler_type)
+        if self.report_to is None:
+            self.report_to = default_trackers()
         if isinstance(self.report_to, str) and "," in self.report_to:
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         super().__post_init__()

@@ -6,8 +6,14 @@ Two ways to turn the model's output into a label (--eval_mode):
 - rank: score every candidate target of the task (its label words) by its log-likelihood and pick the highest;
   never invalid. The encoder runs once per batch and the candidates share its states.
 
+Both modes also log token_accuracy: the percent of target tokens (label positions) whose most likely token under
+teacher forcing is the label, the one signal early in training, before generation yields label words. It costs no
+extra model pass: generate mode reads the logits of the teacher-forced pass that computes the eval loss, rank mode
+those of the gold candidate (or of the loss pass, where a target is no candidate).
+
 A mixture is scored task by task (eval_glue_sst2_accuracy, ...) and logged as one evaluation with eval_average, the
-mean of the task scores, which best-model selection and early stopping can watch.
+mean of the task scores, which best-model selection and early stopping can watch, and eval_token_accuracy over all of
+its target tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -29,12 +35,20 @@ from t5kit.outputs import (
     describe_labels,
     label_report,
     plot_eval_metric,
+    refresh_model_card,
     save_results,
     write_predictions,
     write_results_table,
 )
 from t5kit.task_files import write_submission
-from t5kit.tasks import TaskSpec, compute_task_metrics, postprocess, target_candidates, task_score
+from t5kit.tasks import (
+    TaskSpec,
+    compute_task_metrics,
+    postprocess,
+    reported_metrics,
+    target_candidates,
+    task_score,
+)
 from t5kit.training import T5Trainer
 
 logger = logging.getLogger("t5kit")
@@ -76,11 +90,15 @@ def eval_sets_of(tasks: list[TaskSpec], validation: dict[str, dict[str, Any]]) -
 
 
 AVERAGE = "average"  # eval_average: the mixture's score, the mean of the task scores
+TOKEN_ACCURACY = "token_accuracy"  # eval_token_accuracy: teacher-forced argmax accuracy on target tokens (%)
 
 
-def mixture_summary(sets: list[EvalSet], per_set: list[dict[str, float]]) -> dict[str, float]:
+def mixture_summary(
+    sets: list[EvalSet], per_set: list[dict[str, float]], token_counts: list[tuple[int, int] | None] | None = None
+) -> dict[str, float]:
     """For a mixture: eval_average = the mean over tasks of the task score (a task with several validation splits,
-    MNLI, scores the mean over its splits), and eval_loss = the example-weighted mean of the tasks' losses."""
+    MNLI, scores the mean over its splits), eval_loss = the example-weighted mean of the tasks' losses, and
+    eval_token_accuracy over the target tokens of every set (`token_counts`: per set, (correct, total) or None)."""
     tasks = list(dict.fromkeys(s.task.full_name for s in sets))
     if len(tasks) < 2:
         return {}
@@ -95,7 +113,32 @@ def mixture_summary(sets: list[EvalSet], per_set: list[dict[str, float]]) -> dic
     if all("loss" in m for m in per_set):
         sizes = [len(s.dataset) for s in sets]
         summary["eval_loss"] = float(np.average([m["loss"] for m in per_set], weights=sizes))
+    counts = [c for c in token_counts or () if c is not None]
+    total = sum(t for _, t in counts)
+    if total:
+        summary[f"eval_{TOKEN_ACCURACY}"] = 100.0 * sum(c for c, _ in counts) / total
     return summary
+
+
+def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(rows, 2) per row: [target tokens whose argmax under teacher forcing is the label, target tokens]; positions
+    holding LABEL_PAD_ID count in neither. logits: (rows, width, vocab); labels: (rows, width)."""
+    present = labels != LABEL_PAD_ID
+    correct = ((logits.argmax(dim=-1) == labels) & present).sum(dim=-1)
+    return torch.stack([correct, present.sum(dim=-1)], dim=1)
+
+
+def gold_candidates(labels: torch.Tensor, candidate_ids: torch.Tensor) -> torch.Tensor | None:
+    """(batch,) the index of the candidate each row of `labels` is, or None when some row is not exactly one
+    candidate's ids. labels: (batch, width), candidate_ids: (k, width'), both padded with LABEL_PAD_ID."""
+    candidates = candidate_ids.to(labels.device)
+    width = max(labels.shape[1], candidates.shape[1])
+    labels_p = torch.nn.functional.pad(labels, (0, width - labels.shape[1]), value=LABEL_PAD_ID)
+    candidates_p = torch.nn.functional.pad(candidates, (0, width - candidates.shape[1]), value=LABEL_PAD_ID)
+    matches = (labels_p[:, None, :] == candidates_p[None, :, :]).all(dim=-1)  # (batch, k)
+    if not bool((matches.sum(dim=1) == 1).all()):
+        return None
+    return matches.float().argmax(dim=1)
 
 
 def loss_from_candidate_scores(
@@ -107,15 +150,10 @@ def loss_from_candidate_scores(
     None when some row of labels is not exactly one candidate's ids.
     Example: candidates [[5, 1], [6, 1]], labels [[6, 1]], scores [[-3.0, -0.5]] -> 0.5 / 2 tokens = 0.25.
     """
-    candidates = candidate_ids.to(labels.device)
-    width = max(labels.shape[1], candidates.shape[1])
-    labels_p = torch.nn.functional.pad(labels, (0, width - labels.shape[1]), value=LABEL_PAD_ID)
-    candidates_p = torch.nn.functional.pad(candidates, (0, width - candidates.shape[1]), value=LABEL_PAD_ID)
-    matches = (labels_p[:, None, :] == candidates_p[None, :, :]).all(dim=-1)  # (batch, k)
-    if not bool((matches.sum(dim=1) == 1).all()):
+    gold = gold_candidates(labels, candidate_ids)
+    if gold is None:
         return None
-    gold = scores.gather(1, matches.float().argmax(dim=1, keepdim=True))
-    return -gold.sum() / (labels != LABEL_PAD_ID).sum()
+    return -scores.gather(1, gold[:, None]).sum() / (labels != LABEL_PAD_ID).sum()
 
 
 def _summed_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -134,6 +172,10 @@ class FineTuneTrainer(T5Trainer):
     """
 
     _quiet = False  # inside evaluate_sets: the per-set evaluations neither log nor call on_evaluate
+    # token_accuracy of the evaluation loop under way: (2,) [correct, total] target tokens over every process's
+    # batches so far; None before its first batch with labels.
+    _token_counts: torch.Tensor | None = None
+    last_token_counts: tuple[int, int] | None = None  # (correct, total) of the last evaluation with labels
 
     def __init__(self, *args, tasks: list[TaskSpec], eval_mode: str, eval_sets: list[EvalSet] = (), **kwargs):
         super().__init__(*args, **kwargs)
@@ -193,6 +235,7 @@ class FineTuneTrainer(T5Trainer):
         """(all metrics, per set: (metrics without the prefix, decoded predictions)); logged as one evaluation."""
         merged: dict[str, float] = {}
         per_set: list[tuple[dict[str, float], list[str]]] = []
+        token_counts: list[tuple[int, int] | None] = []
         self._quiet = True  # the per-set evaluations neither log nor call on_evaluate: the merged metrics do
         try:
             for s in sets:
@@ -200,10 +243,11 @@ class FineTuneTrainer(T5Trainer):
                 metrics = self.evaluate(s.dataset, ignore_keys=ignore_keys, metric_key_prefix=s.prefix, **gen_kwargs)
                 merged.update(metrics)
                 per_set.append(({k[len(s.prefix) + 1 :]: v for k, v in metrics.items()}, self.last_predictions))
+                token_counts.append(self.last_token_counts)
         finally:
             self._quiet = False
             self.set_task(self.tasks[0])
-        merged.update(mixture_summary(sets, [m for m, _ in per_set]))
+        merged.update(mixture_summary(sets, [m for m, _ in per_set], token_counts))
         self.log(merged)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, merged)
         return merged, per_set
@@ -220,14 +264,32 @@ class FineTuneTrainer(T5Trainer):
     def callback_handler(self, handler):
         self._callback_handler = handler
 
+    def evaluation_loop(self, *args, **kwargs):
+        """The Trainer's loop (evaluate and predict), with the token_accuracy counts started afresh."""
+        self._token_counts = None
+        self.last_token_counts = None
+        return super().evaluation_loop(*args, **kwargs)
+
+    def _count_tokens(self, hits: torch.Tensor) -> None:
+        """Adds one batch's token_hits rows, gathered from every process as the Trainer gathers predictions
+        (gather_for_metrics drops the examples repeated to even out the last batches)."""
+        batch = self.gather_function(hits).sum(dim=0)
+        self._token_counts = batch if self._token_counts is None else self._token_counts + batch
+
     def compute_text_metrics(self, eval_pred) -> dict[str, float]:
         # Under several processes the last batches are padded by wrapping around to the first examples; the gather
         # keeps dataset order, so the real predictions are the first len(targets).
         texts = self.decode_predictions(eval_pred.predictions)[: len(self.eval_targets)]
         self.last_predictions = texts
-        return compute_task_metrics(
+        metrics = compute_task_metrics(
             self.task, texts, self.eval_targets, references=self.eval_references, groups=self.eval_groups
         )
+        if self._token_counts is not None:
+            correct, total = (int(v) for v in self._token_counts.tolist())
+            self.last_token_counts = (correct, total)
+            if total:
+                metrics[TOKEN_ACCURACY] = 100.0 * correct / total
+        return metrics
 
     def decode_predictions(self, predictions: np.ndarray) -> list[str]:
         if self.eval_mode == RANK:
@@ -237,10 +299,29 @@ class FineTuneTrainer(T5Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         """Evaluation in the training precision throughout: accelerate's bf16 autocast wraps only the model's forward,
-        which the encoder pass of generate() and of rank scoring never calls (it would run in fp32)."""
+        which the encoder pass of generate() and of rank scoring never calls (it would run in fp32).
+
+        Both modes count token_accuracy from logits they compute anyway: generate mode from the teacher-forced
+        forward that Seq2SeqTrainer runs for the eval loss (read by a forward hook: the only call of the model with
+        labels; generate() calls it without), rank mode from the candidate scoring (the gold candidate's rows)."""
         if self.eval_mode != RANK or prediction_loss_only:
-            with self.accelerator.autocast():
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            hits: list[torch.Tensor] = []
+
+            def teacher_forced(module, args, kwargs, output):
+                labels = kwargs.get("labels")
+                logits = output.get("logits") if isinstance(output, Mapping) else None
+                if labels is not None and logits is not None and logits.shape[:2] == labels.shape:
+                    hits.append(token_hits(logits, labels))
+
+            handle = model.register_forward_hook(teacher_forced, with_kwargs=True)
+            try:
+                with self.accelerator.autocast():
+                    result = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+            finally:
+                handle.remove()
+            for batch_hits in hits:
+                self._count_tokens(batch_hits)
+            return result
         inputs = self._prepare_inputs(inputs)
         unwrapped = self._unwrapped(model)
         with torch.no_grad(), self.accelerator.autocast():
@@ -249,15 +330,22 @@ class FineTuneTrainer(T5Trainer):
             seq2seq, encoded, mask = parameter_efficient.encoder_states(
                 unwrapped, inputs["input_ids"], inputs["attention_mask"]
             )
-            scores = self.candidate_scores(seq2seq, encoded, mask)
+            scores, candidate_hits = self.candidate_scores(seq2seq, encoded, mask)
             labels = inputs.get("labels")
             loss = None
             if labels is not None:
-                # Where every target is one of the candidates, the teacher-forced loss is already in the scores;
-                # otherwise (e.g. several reference answers) one more decoder pass computes it.
-                loss = loss_from_candidate_scores(scores, labels, self._candidate_ids)
-                if loss is None:
-                    loss = seq2seq(encoder_outputs=(encoded,), attention_mask=mask, labels=labels).loss
+                # Where every target is one of the candidates, the teacher-forced loss and token hits are already in
+                # the scores; otherwise (a truncated target, several reference answers) one more decoder pass
+                # computes them.
+                gold = gold_candidates(labels, self._candidate_ids)
+                if gold is not None:
+                    loss = -scores.gather(1, gold[:, None]).sum() / (labels != LABEL_PAD_ID).sum()
+                    correct = candidate_hits.gather(1, gold[:, None]).squeeze(1)
+                    hits = torch.stack([correct, (labels != LABEL_PAD_ID).sum(dim=1)], dim=1)
+                else:
+                    output = seq2seq(encoder_outputs=(encoded,), attention_mask=mask, labels=labels)
+                    loss, hits = output.loss, token_hits(output.logits, labels)
+                self._count_tokens(hits)
         return (loss.detach() if loss is not None else None), scores.argmax(dim=1)[:, None], labels
 
     def _unwrapped(self, model):
@@ -267,9 +355,13 @@ class FineTuneTrainer(T5Trainer):
             self._unwrap_cache = (model, self.accelerator.unwrap_model(model))
         return self._unwrap_cache[1]
 
-    def candidate_scores(self, model, encoded: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, k) log-likelihood of each candidate target (summed over its tokens, EOS included), per example;
-        rank eval picks the highest. Candidates are scored a chunk at a time, a decoder row per (example, candidate).
+    def candidate_scores(
+        self, model, encoded: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, hits), both (batch, k): the log-likelihood of each candidate target (summed over its tokens, EOS
+        included), per example, which rank eval picks the highest of; and how many of the candidate's tokens are the
+        argmax over the vocabulary under teacher forcing (token_accuracy reads the gold candidate's). Candidates are
+        scored a chunk at a time, a decoder row per (example, candidate).
 
         With the `blocked` attention (the default) one teacher-forced decoder pass scores a chunk: an example's rows
         share its encoder states, whose cross-attention keys and values are computed once and read in place
@@ -295,7 +387,8 @@ class FineTuneTrainer(T5Trainer):
                 use_cache=True,
             )
             first_logp = torch.log_softmax(first.logits[:, 0].float(), dim=-1)  # (batch, vocab)
-        scores = []
+            first_argmax = first.logits[:, 0].argmax(dim=-1)  # (batch,)
+        scores, hits = [], []
         for start in range(0, len(candidates), RANK_CANDIDATE_CHUNK):
             chunk = candidates[start : start + RANK_CANDIDATE_CHUNK]
             k = chunk.shape[0]
@@ -305,8 +398,10 @@ class FineTuneTrainer(T5Trainer):
                     encoder_outputs=(encoded,), attention_mask=attention_mask, decoder_input_ids=inputs, use_cache=False
                 ).logits
                 scores.append(_summed_log_likelihood(logits, chunk.repeat(batch, 1)).view(batch, k))
+                hits.append(token_hits(logits, chunk.repeat(batch, 1))[:, 0].view(batch, k))
                 continue
             chunk_scores = first_logp[:, chunk[:, 0]]  # a candidate has at least one token (EOS)
+            chunk_hits = (first_argmax[:, None] == chunk[None, :, 0]).long()
             if chunk.shape[1] > 1:
                 cache = first.past_key_values if start + k >= len(candidates) else copy.deepcopy(first.past_key_values)
                 cache.batch_repeat_interleave(k)  # in place
@@ -319,8 +414,10 @@ class FineTuneTrainer(T5Trainer):
                 ).logits
                 later = _summed_log_likelihood(logits, chunk[:, 1:].repeat(batch, 1))
                 chunk_scores = chunk_scores + later.view(batch, k)
+                chunk_hits = chunk_hits + token_hits(logits, chunk[:, 1:].repeat(batch, 1))[:, 0].view(batch, k)
             scores.append(chunk_scores)
-        return torch.cat(scores, dim=1)
+            hits.append(chunk_hits)
+        return torch.cat(scores, dim=1), torch.cat(hits, dim=1)
 
 
 class _QuietCallbacks:
@@ -341,9 +438,13 @@ def resolve_best_metric(train_args, tasks: list[TaskSpec]) -> None:
     Another name for a mixture must be a key its evaluations log (checked here, not after the first training steps)."""
     if train_args.metric_for_best_model != TASK_METRIC:
         if len(tasks) > 1 and train_args.metric_for_best_model is not None:
-            known = [f"eval_{AVERAGE}", "eval_loss"] + [
-                f"eval_{t.benchmark}_{t.name}_{m}" for t in tasks for m in (*t.metrics, "loss", "invalid_rate")
-            ]
+            known = [
+                f"eval_{AVERAGE}",
+                "eval_loss",
+                *(f"eval_{t.benchmark}_{t.name}_{m}"
+                  for t in tasks for m in (*reported_metrics(t), "loss", "invalid_rate", TOKEN_ACCURACY)),
+                f"eval_{TOKEN_ACCURACY}",
+            ]  # fmt: skip
             key = train_args.metric_for_best_model
             if (key if key.startswith("eval_") else f"eval_{key}") not in known:
                 raise UsageError(f"--metric_for_best_model {key}: a mixture logs {', '.join(known)}")
@@ -453,3 +554,4 @@ def write_reports(trainer: FineTuneTrainer, results: dict, per_task, labels, sco
             step = trainer.state.best_global_step if best else trainer.state.global_step
             final = (step, results[key], f"final evaluation ({Path(best).name if best else 'final weights'})")
         plot_eval_metric(history, key, out / "metrics.png", final)
+    refresh_model_card(out)  # now with the final evaluation's metrics

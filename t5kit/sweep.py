@@ -12,7 +12,8 @@ What it does, per trial, one at a time:
 2. Runs the YAML's `command` (`${env}`, `${interpreter}`, `${program}`, `${args}` as the W&B agent expands them;
    `--launcher python` or `--launcher "PREFIX"` replaces what comes before `${program}`), with the parameters as
    `--name=value` and `--output_dir` set to `<sweep_dir>/trials/<trial>` (one folder per trial). Output goes to
-   `<sweep_dir>/logs/<trial>.log`.
+   `<sweep_dir>/logs/<trial>.log`. A trial that reports to W&B logs to the YAML's `project:` (as `wandb sweep`
+   does: WANDB_PROJECT, if set, wins); the YAML's `name:` and `description:` are for the W&B server only.
 3. Follows `<output_dir>/metrics.jsonl` while the trial runs; with `early_terminate: {type: hyperband}` it asks
    `sweeps.stop_runs` after each new value of the metric and stops (SIGTERM) a trial that falls behind.
 4. Reads the trial's metric: `metric.name` is a W&B key (`eval/accuracy`), the run folder has the Trainer's key
@@ -500,6 +501,8 @@ class Runner:
         print(f"[sweep] {trial['name']} ({number}/{self.opts.count}) {describe(trial['params'], self.searched())}",
               flush=True)  # fmt: skip
         env.setdefault("WANDB_DIR", str(out))  # a W&B run folder per trial (offline runs stay with the trial)
+        if self.sweep.get("project"):
+            env.setdefault("WANDB_PROJECT", str(self.sweep["project"]))
         env["T5_SWEEP_TRIAL"] = trial["name"]
         start = time.time()
         with log_path.open("a", encoding="utf-8") as log:

@@ -4,8 +4,11 @@
     python -m t5kit.sweep_configs --check    # exit 1 if a committed file differs from what the table gives
 
 Each file is a W&B sweep (`wandb sweep sweeps/glue_sst2.yaml`) that the offline runner (`python sweep.py`) reads
-too. `metric.name` is the key fine_tune_t5.py logs for the task's metric to optimise: the Trainer logs
-`eval_<metric>` and its W&B callback renames it `eval/<metric>`; `goal` follows the record's `greater_is_better`.
+too. It names its W&B project (`project:`, the project runs outside sweeps log to as well) and the sweep (`name:`,
+e.g. glue-sst2-lr-schedule), and searches the learning rate and the schedule (`lr_scheduler_type`, among
+LR_SCHEDULES), with batch size and warmup. `metric.name` is the key fine_tune_t5.py logs for the task's metric to
+optimise: the Trainer logs `eval_<metric>` and its W&B callback renames it `eval/<metric>`; `goal` follows the
+record's `greater_is_better`.
 Records marked `small_train_set` get more epochs and a later hyperband cut, `long_inputs` smaller batches.
 A task added to the table gets its sweep by rerunning `--write`. sweeps/pretrain.yaml is written by hand.
 """
@@ -20,11 +23,17 @@ import yaml
 
 from constants import DATASET_VALS
 from t5kit.tasks import TaskSpec, get_task
+from t5kit.tracking import DEFAULT_PROJECT
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_DIR = REPO / "sweeps"
 SWEEP_BENCHMARKS = ("glue", "superglue")  # one file per task of these benchmarks that has a metric to optimise
 PROGRAM = "fine_tune_t5.py"
+PROJECT = DEFAULT_PROJECT  # `wandb sweep` creates the sweep here unless --project or WANDB_PROJECT says otherwise
+# The schedules searched, under the Trainer's names (each once: the scripts also take the aliases warmuplinear and
+# warmupconstant, which would only make the search try linear and constant_with_warmup twice). Together with the
+# searched warmup_steps, constant_with_warmup covers the constant schedule (warmup_steps 0).
+LR_SCHEDULES = ["linear", "cosine", "constant_with_warmup"]
 COMMAND = ["accelerate", "launch", "${program}", "${args}"]
 # The DeepSpeed ZeRO-2 variant of COMMAND, written into every file as a comment.
 DEEPSPEED_COMMAND = ["accelerate", "launch", "--config_file", "configs/accelerate/deepspeed_zero2.yaml",
@@ -65,11 +74,18 @@ def program_logged_keys(sweep: dict) -> set[str]:
     return logged_keys(get_task(params["benchmark"]["value"], params["dataset_name"]["value"]))
 
 
+def sweep_name(spec: TaskSpec) -> str:
+    """The sweep's name in W&B: glue-sst2-lr-schedule."""
+    return f"{spec.benchmark}-{spec.name}-lr-schedule"
+
+
 def sweep_config(spec: TaskSpec) -> dict:
     small = spec.small_train_set  # more epochs; hyperband decides later
     batches = [8, 16, 32] if spec.long_inputs else [16, 32, 64]
     return {
         "program": PROGRAM,
+        "project": PROJECT,
+        "name": sweep_name(spec),
         "command": list(COMMAND),
         "method": "bayes",
         "metric": {"name": metric_name(spec), "goal": "maximize" if spec.greater_is_better else "minimize"},
@@ -86,6 +102,7 @@ def sweep_config(spec: TaskSpec) -> dict:
             "report_to": {"value": "wandb"},
             "num_train_epochs": {"value": 10 if small else 3},
             "learning_rate": {"distribution": "log_uniform_values", "min": 3e-5, "max": 3e-3},
+            "lr_scheduler_type": {"values": list(LR_SCHEDULES)},
             "per_device_train_batch_size": {"values": batches},
             "warmup_steps": {"values": [0, 100, 500]},
         },
@@ -105,8 +122,9 @@ def render(spec: TaskSpec) -> str:
         "# Generated from the task table by `python -m t5kit.sweep_configs --write`; edit the generator, not this file",
         "# (tests/test_sweep_configs.py checks that they agree).",
         "#",
-        f"# W&B:      wandb sweep sweeps/{name}    then    wandb agent ENTITY/PROJECT/SWEEP_ID",
-        "#           (SLURM, one agent per GPU: SWEEP_ID=ENTITY/PROJECT/SWEEP_ID sbatch slurm/sweep_agents.sbatch)",
+        f"# W&B:      wandb sweep sweeps/{name}    then    wandb agent ENTITY/{PROJECT}/SWEEP_ID",
+        f"# SLURM:    SWEEP_ID=ENTITY/{PROJECT}/SWEEP_ID sbatch slurm/sweep_agents.sbatch         (one agent per GPU)",
+        f"#           SWEEP_ID=ENTITY/{PROJECT}/SWEEP_ID sbatch slurm/sweep_agent_per_node.sbatch (all GPUs per trial)",
         f"# Offline:  python sweep.py sweeps/{name} --count 20   (no server; add --launcher python without accelerate)",
         "#",
         "# DeepSpeed ZeRO-2 variant: replace `command` below with",

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from metrics import (
+    BINARY_EXTRA_METRICS,
     BINARY_METRICS,
     GROUP_METRICS,
     INVALID,
@@ -61,6 +62,7 @@ __all__ = [
     "format_target",
     "postprocess",
     "compute_task_metrics",
+    "reported_metrics",
     "task_score",
     "label_candidates",
     "target_candidates",
@@ -723,15 +725,17 @@ def compute_task_metrics(
 ) -> dict[str, float]:
     """Score decoded predictions against target texts, both postprocessed.
 
-    Returns each metric in spec.metrics on a 0-100 scale, plus
-    ``invalid_rate``: the percent (0-100, like the metrics) of predictions
-    that are no valid label. Invalid predictions are scored as wrong, never
-    dropped: accuracy never matches them; binary f1/mcc replace them by the
-    label opposite to the gold one; a regression replaces them by the end of
-    the score range farthest from the gold score (0.0 for gold 4.2 on STS-B).
+    Returns each metric of ``reported_metrics(spec)`` on a 0-100 scale (the
+    task's own, and for binary classification precision and recall of label
+    1), plus ``invalid_rate``: the percent (0-100, like the metrics) of
+    predictions that are no valid label. Invalid predictions are scored as
+    wrong, never dropped: accuracy never matches them; binary f1, precision,
+    recall and mcc replace them by the label opposite to the gold one; a
+    regression replaces them by the end of the score range farthest from the
+    gold score (0.0 for gold 4.2 on STS-B).
 
     sst2: predictions ["positive", "maybe"], targets ["positive", "positive"]
-      -> {"accuracy": 50.0, "invalid_rate": 50.0}
+      -> {"accuracy": 50.0, "precision": 100.0, "recall": 50.0, "invalid_rate": 50.0}
 
     Text metrics (ROUGE, BLEU, SQuAD) compare each prediction with its
     ``references`` (all gold texts; default [target]); group metrics (MultiRC
@@ -756,7 +760,7 @@ def compute_task_metrics(
             references = [[text] for text in target_texts]
         if len(references) != len(predictions):
             raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
-        for name in spec.metrics:
+        for name in reported_metrics(spec):
             if name in TEXT_METRICS:
                 results[name] = METRICS[name](references, predictions)
             elif name in GROUP_METRICS:
@@ -767,6 +771,25 @@ def compute_task_metrics(
                 results[name] = METRICS[name](targets, predictions)
     results["invalid_rate"] = PERCENT * invalid / len(predictions)
     return results
+
+
+def reported_metrics(spec: TaskSpec) -> tuple[str, ...]:
+    """The metrics compute_task_metrics reports: the task's own (``spec.metrics``, which alone make its score and
+    results table), then for binary classification (two label words, scored by accuracy, f1, f1a or mcc) precision
+    and recall of label 1, the second label word.
+
+    >>> reported_metrics(get_task("glue", "mrpc"))
+    ('f1', 'accuracy', 'precision', 'recall')
+    >>> reported_metrics(get_task("glue", "mnli"))
+    ('accuracy',)
+    """
+    binary = (
+        spec.label_words is not None
+        and len(spec.label_words) == 2
+        and any(name in ("accuracy", "f1", "f1a", "mcc") for name in spec.metrics)
+    )
+    extra = tuple(name for name in BINARY_EXTRA_METRICS if name not in spec.metrics) if binary else ()
+    return (*spec.metrics, *extra)
 
 
 def task_score(spec: TaskSpec, metrics: Mapping[str, float]) -> float:

@@ -30,8 +30,15 @@ from t5kit.args import T5TrainingArguments, UsageError, is_main_process
 from t5kit.exit_codes import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USAGE
 from t5kit.loss import token_cross_entropy
 from t5kit.optim import AdamWScale
-from t5kit.outputs import RESULTS_FILE, plot_loss, save_results
-from t5kit.tracking import append_metrics_log, configure_trackers, flags_config, truncate_metrics_log
+from t5kit.outputs import RESULTS_FILE, plot_loss, refresh_model_card, remove_model_card, save_results
+from t5kit.tracking import (
+    WANDB_RUN_FILE,
+    append_metrics_log,
+    configure_trackers,
+    flags_config,
+    follow_wandb_history,
+    truncate_metrics_log,
+)
 
 logger = logging.getLogger("t5kit")
 
@@ -152,7 +159,10 @@ def start_run(args: T5TrainingArguments, run_name: str, group: str | None, flag_
     resume = prepare_output_dir(args)
     if is_main_process():
         write_args_file(args, flag_groups)
-    configure_trackers(args, run_name, group, flag_groups)
+        if not args.resume_from_checkpoint:  # a new run: an earlier run's model card and W&B run describe no run here
+            remove_model_card(Path(args.output_dir))
+            (Path(args.output_dir) / WANDB_RUN_FILE).unlink(missing_ok=True)
+    configure_trackers(args, run_name, group, flag_groups)  # a resumed run continues the folder's W&B run
     return resume
 
 
@@ -541,8 +551,9 @@ def train_evaluate_save(
     extra_results: dict | None = None,
     final_eval: bool = True,
 ) -> dict:
-    """Trains (resuming where asked), evaluates, saves the final model, tokenizer, results and plot."""
+    """Trains (resuming where asked), evaluates, saves the final model, tokenizer, results, plot and model card."""
     args = trainer.args
+    follow_wandb_history(trainer)  # a resumed run logs no row twice to its W&B run
     batch = describe_batch(args)
     logger.info(
         "effective batch %d = %d per device x %d accumulation x %d processes",
@@ -594,6 +605,7 @@ def train_evaluate_save(
         save_results(trainer, results)
         plot_loss(trainer.state.log_history, out / "loss.png")
         tokenizer.save_pretrained(str(out))
+        refresh_model_card(out)  # README.md, from the files above; refreshed by whoever adds to all_results.json
     return results
 
 

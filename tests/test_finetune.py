@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 from absl.testing import absltest, parameterized
-from sklearn.metrics import accuracy_score, matthews_corrcoef
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_score, recall_score
+from transformers import AutoTokenizer, EarlyStoppingCallback, T5ForConditionalGeneration, TrainerCallback
 
 import fine_tune_t5
 from t5kit import attention, evaluation
@@ -228,6 +228,9 @@ class GlueEndToEndTest(parameterized.TestCase):
             self.assertTrue((run_dir / name).exists(), name)
         state = json.loads((run_dir / "trainer_state.json").read_text())
         self.assertEqual([row["step"] for row in state["log_history"] if "eval_accuracy" in row], [10, 20])
+        # Every evaluation (generate mode) also logs teacher-forced token accuracy, and sst2 precision and recall.
+        for key in ("eval_token_accuracy", "eval_precision", "eval_recall"):
+            self.assertEqual([row["step"] for row in state["log_history"] if key in row], [10, 20], key)
 
 
 class EvalModeTest(absltest.TestCase):
@@ -272,6 +275,54 @@ class EvalModeTest(absltest.TestCase):
     def test_eval_loss_does_not_depend_on_the_mode(self):
         self.assertAlmostEqual(self.runs["rank"][0]["eval_loss"], self.runs["generate"][0]["eval_loss"], places=5)
 
+    def test_token_accuracy_is_the_teacher_forced_argmax_accuracy(self):
+        """eval_token_accuracy of both modes equals the percent of target tokens that a plain forward pass with the
+        labels predicts (argmax), over the eval set; a near tie (under NEAR_TIE) may count either way."""
+        model = T5ForConditionalGeneration.from_pretrained(self.model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        near_tie = NEAR_TIE[self.runs["rank"][0]["precision"]]
+        correct = uncertain = total = 0
+        for row in self.runs["generate"][1]:
+            labels = tokenizer(row["target"], return_tensors="pt").input_ids
+            with torch.no_grad():
+                logits = model(**tokenizer(row["input"], return_tensors="pt"), labels=labels).logits[0]
+            top = torch.topk(logits, 2)
+            tie = (top.values[:, 0] - top.values[:, 1]) < near_tie
+            hit = top.indices[:, 0] == labels[0]
+            correct += int((hit & ~tie).sum())
+            uncertain += int(tie.sum())
+            total += labels.shape[1]
+        self.assertGreater(total, EVAL_SAMPLES)
+        self.assertLess(uncertain, total // 4)
+        for mode in ("generate", "rank"):
+            got = self.runs[mode][0]["eval_token_accuracy"]
+            self.assertBetween(got, 100.0 * correct / total - 1e-9, 100.0 * (correct + uncertain) / total + 1e-9)
+            if not uncertain:
+                self.assertAlmostEqual(got, 100.0 * correct / total, places=9)
+        self.assertAlmostEqual(
+            self.runs["rank"][0]["eval_token_accuracy"], self.runs["generate"][0]["eval_token_accuracy"], places=9
+        )
+
+    def test_precision_and_recall_of_positive(self):
+        for mode in ("generate", "rank"):
+            results, rows = self.runs[mode]
+            gold = [row["target"] == "positive" for row in rows]
+            # An invalid prediction counts as the label opposite to the gold one.
+            predicted = [row["prediction"].strip() == "positive" if row["prediction"].strip() in LABEL_WORDS["sst2"]
+                         else not g for row, g in zip(rows, gold)]  # fmt: skip
+            self.assertAlmostEqual(results["eval_precision"], 100.0 * precision_score(gold, predicted, zero_division=0))
+            self.assertAlmostEqual(results["eval_recall"], 100.0 * recall_score(gold, predicted, zero_division=0))
+
+    def test_token_hits_and_gold_candidates(self):
+        logits = torch.zeros(2, 3, 10)
+        logits[0, 0, 4] = logits[0, 1, 2] = logits[0, 2, 1] = 1.0  # argmax [4, 2, 1]
+        logits[1, 0, 5] = logits[1, 1, 1] = logits[1, 2, 7] = 1.0  # argmax [5, 1, 7]
+        labels = torch.tensor([[4, 3, 1], [5, 1, -100]])
+        self.assertEqual(evaluation.token_hits(logits, labels).tolist(), [[2, 3], [2, 2]])
+        candidates = torch.tensor([[5, 1, -100], [4, 3, 1]])
+        self.assertEqual(evaluation.gold_candidates(labels, candidates).tolist(), [1, 0])
+        self.assertIsNone(evaluation.gold_candidates(torch.tensor([[5, 2]]), candidates))
+
     def test_loss_from_candidate_scores(self):
         # Hand-checked: candidates "5 EOS" / "6 7 EOS"; rows pick candidates 1 and 0; 3 + 2 label tokens.
         candidates = torch.tensor([[5, 1, -100], [6, 7, 1]])
@@ -303,14 +354,26 @@ class EvalModeTest(absltest.TestCase):
             scorer = types.SimpleNamespace(candidates=candidates, processing_class=tokenizer, _candidate_ids=None)
             with torch.no_grad():
                 encoded = model.get_encoder()(**inputs).last_hidden_state
-                got = evaluation.FineTuneTrainer.candidate_scores(scorer, model, encoded, inputs.attention_mask)
-                expected = torch.tensor([
-                    [-model(**tokenizer(text, return_tensors="pt"), labels=ids).loss.item() * ids.shape[1]
-                     for ids in (tokenizer(c, return_tensors="pt").input_ids for c in candidates)]
-                    for text in sentences
-                ])  # fmt: skip
+                got, hits = evaluation.FineTuneTrainer.candidate_scores(scorer, model, encoded, inputs.attention_mask)
+                expected = torch.zeros(len(sentences), len(candidates))
+                # Tokens of the candidate that are the argmax over the vocabulary; a near tie may go either way.
+                expected_hits = torch.zeros(len(sentences), len(candidates), dtype=torch.long)
+                near_tie = torch.zeros(len(sentences), len(candidates), dtype=torch.bool)
+                for i, text in enumerate(sentences):
+                    for j, ids in enumerate(tokenizer(c, return_tensors="pt").input_ids for c in candidates):
+                        out = model(**tokenizer(text, return_tensors="pt"), labels=ids)
+                        expected[i, j] = -out.loss.item() * ids.shape[1]
+                        top = torch.topk(out.logits[0], 2)
+                        expected_hits[i, j] = int((top.indices[:, 0] == ids[0]).sum())
+                        near_tie[i, j] = bool(((top.values[:, 0] - top.values[:, 1]) < NEAR_TIE["fp32"]).any())
+            where = f"{task}, {implementation}"
             self.assertEqual(tuple(got.shape), (len(sentences), len(candidates)))
-            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5, msg=f"{task}, {implementation}")
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5, msg=where)
+            self.assertEqual(hits.shape, got.shape)
+            self.assertEqual(hits[~near_tie].tolist(), expected_hits[~near_tie].tolist(), where)
+            self.assertLess(int(near_tie.sum()), near_tie.numel() // 4, where)
+            if task == "sst2":
+                self.assertGreater(int(expected_hits.sum()), 0)
 
     def test_rank_prediction_is_the_most_likely_label_word(self):
         """Each label word scored alone (summed log-likelihood of its tokens, EOS included) agrees with rank mode."""
@@ -453,6 +516,67 @@ class EarlyStoppingTest(absltest.TestCase):
         self.assertEqual([row["eval_invalid_rate"] for row in evals], [0.0, 0.0])  # rank eval during training
 
 
+class MixtureKeysTest(absltest.TestCase):
+    def test_mixture_token_accuracy_pools_every_target_token(self):
+        sets = [evaluation.EvalSet(get_task("glue", name), "validation", [0] * n, f"eval_glue_{name}")
+                for name, n in (("sst2", 2), ("cola", 6))]  # fmt: skip
+        per_set = [{"accuracy": 50.0, "precision": 10.0, "loss": 1.0}, {"mcc": 20.0, "recall": 90.0, "loss": 3.0}]
+        summary = evaluation.mixture_summary(sets, per_set, [(3, 4), (1, 12)])
+        # Precision and recall are no part of a task's score: the average is the mean of accuracy and mcc.
+        self.assertEqual(summary, {"eval_average": 35.0, "eval_loss": 2.5, "eval_token_accuracy": 25.0})
+        self.assertNotIn("eval_token_accuracy", evaluation.mixture_summary(sets, per_set))
+
+    def test_best_metric_of_a_mixture_may_be_a_reported_metric(self):
+        tasks = [get_task("glue", "sst2"), get_task("glue", "stsb")]
+        for key in ("eval_glue_sst2_precision", "glue_sst2_recall", "eval_glue_stsb_token_accuracy", "token_accuracy"):
+            args = types.SimpleNamespace(metric_for_best_model=key)
+            evaluation.resolve_best_metric(args, tasks)
+            self.assertEqual(args.metric_for_best_model, key)
+        with self.assertRaisesRegex(UsageError, "--metric_for_best_model eval_glue_stsb_precision: a mixture logs"):
+            evaluation.resolve_best_metric(
+                types.SimpleNamespace(metric_for_best_model="eval_glue_stsb_precision"), tasks
+            )
+
+
+class RisingMetric(TrainerCallback):
+    """Hands the built trainer to the test (on_trainer) and replaces the watched metric of each evaluation by
+    50, 50.3, 50.6, ...: an improvement of 0.3 points every time, whatever the model does."""
+
+    def __init__(self):
+        self.trainer = None
+        self.evaluations = 0
+
+    def on_trainer(self, trainer):
+        self.trainer = trainer
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics["eval_accuracy"] = 50.0 + 0.3 * self.evaluations
+        self.evaluations += 1
+
+
+class EarlyStoppingThresholdTest(parameterized.TestCase):
+    @parameterized.parameters((0.5, 4), (0.2, 8))
+    def test_gains_under_the_threshold_are_no_improvement(self, threshold, last_step):
+        """Evaluations every 2 steps, patience 1, the metric rising by 0.3 each time: a threshold of 0.5 stops
+        training at the second evaluation (step 4); 0.2 lets it run to --max_steps 8."""
+        probe = RisingMetric()
+        run_dir = module_tmp() / f"early-stop-threshold-{threshold}"
+        fine_tune_t5.main([
+            "--benchmark", "glue", "--dataset_name", "sst2", "--data_dir", str(GLUE_DIR),
+            "--model_name_or_path", str(glue_run("sst2")), "--do_train", "--do_eval", "--max_train_samples", "64",
+            "--max_eval_samples", "8", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
+            "--learning_rate", "0", "--max_steps", "8", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--early_stopping_patience", "1", "--early_stopping_threshold", str(threshold), "--eval_mode", "rank",
+            "--save_total_limit", "1", "--report_to", "none", "--disable_tqdm", "True", "--output_dir", str(run_dir),
+        ], callbacks=[probe])  # fmt: skip
+        stoppers = [c for c in probe.trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)]
+        self.assertLen(stoppers, 1)
+        self.assertEqual((stoppers[0].early_stopping_patience, stoppers[0].early_stopping_threshold), (1, threshold))
+        state = json.loads((run_dir / "trainer_state.json").read_text())
+        self.assertEqual(state["global_step"], last_step)
+        self.assertEqual(probe.evaluations, last_step // 2 + 1)  # + the final evaluation of the best checkpoint
+
+
 class ResumeTest(absltest.TestCase):
     def test_existing_checkpoints_need_the_resume_flag(self):
         with self.assertRaisesRegex(UsageError, "resume_from_checkpoint latest"):
@@ -504,6 +628,14 @@ class UsageErrorTest(parameterized.TestCase):
         with self.assertRaisesRegex(UsageError, r"--eval_mode rank needs a task with fixed targets; custom/custom"):
             self.run_main("--benchmark", "custom", "--validation_file", path, "--do_eval", "--eval_mode", "rank")
         self.assertFalse((self.tmp / "out").exists())  # refused before any data, tokenizer or run folder
+
+    def test_early_stopping_threshold_needs_patience(self):
+        with self.assertRaisesRegex(UsageError, "^--early_stopping_threshold needs --early_stopping_patience"):
+            self.run_main("--dataset_name", "sst2", "--do_train", "--early_stopping_threshold", "0.5")
+        with self.assertRaisesRegex(UsageError, "^--early_stopping_threshold must be >= 0, got -1.0$"):
+            self.run_main("--dataset_name", "sst2", "--do_train", "--early_stopping_patience", "2",
+                          "--early_stopping_threshold", "-1")  # fmt: skip
+        self.assertFalse((self.tmp / "out").exists())
 
     def test_cli_exits_2_without_traceback(self):
         proc = subprocess.run(

@@ -1,6 +1,7 @@
 """Tests for metrics.py and tasks.compute_task_metrics: hand-checkable
 predictions, compared with scikit-learn / scipy called directly."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from rouge_score import rouge_scorer
 import constants
 import metrics
 from metrics import INVALID
-from t5kit import tasks
+from t5kit import outputs, tasks
 
 
 class MetricFunctionTest(parameterized.TestCase):
@@ -42,6 +43,34 @@ class MetricFunctionTest(parameterized.TestCase):
     def test_f1_rejects_multiclass(self):
         with self.assertRaisesRegex(ValueError, "binary"):
             metrics.f1([0, 1, 2], [0, 1, 2])
+
+    def test_precision_and_recall_replace_invalid_by_opposite_label(self):
+        # As f1: INVALID -> 1 - target, so [1, 0, 1, 0, 0]. TP=1, FP=1, FN=2: precision 1/2, recall 1/3.
+        targets, predictions = [1, 1, 0, 0, 1], [1, INVALID, INVALID, 0, 0]
+        replaced = [1, 0, 1, 0, 0]
+        self.assertAlmostEqual(metrics.precision(targets, predictions), 50.0)
+        self.assertAlmostEqual(metrics.recall(targets, predictions), 100 / 3)
+        self.assertAlmostEqual(
+            metrics.precision(targets, predictions), 100 * sklearn.metrics.precision_score(targets, replaced)
+        )
+        self.assertAlmostEqual(
+            metrics.recall(targets, predictions), 100 * sklearn.metrics.recall_score(targets, replaced)
+        )
+        # F1 is their harmonic mean, as f1 computes it.
+        p, r = metrics.precision(targets, predictions), metrics.recall(targets, predictions)
+        self.assertAlmostEqual(metrics.f1(targets, predictions), 2 * p * r / (p + r))
+
+    def test_precision_and_recall_of_the_positive_class_only(self):
+        # Always predicting 0: no positive prediction -> precision 0 (sklearn's 0/0, no NaN), recall 0.
+        self.assertEqual(metrics.precision([1, 0, 1], [0, 0, 0]), 0.0)
+        self.assertEqual(metrics.recall([1, 0, 1], [0, 0, 0]), 0.0)
+        # Always predicting 1: precision = share of positives, recall 100.
+        self.assertAlmostEqual(metrics.precision([1, 0, 1], [1, 1, 1]), 200 / 3)
+        self.assertEqual(metrics.recall([1, 0, 1], [1, 1, 1]), 100.0)
+        with self.assertRaisesRegex(ValueError, "precision needs binary targets"):
+            metrics.precision([0, 1, 2], [0, 1, 2])
+        with self.assertRaisesRegex(ValueError, "recall needs binary targets"):
+            metrics.recall([0, 1, 2], [0, 1, 2])
 
     def test_mcc_replaces_invalid_by_opposite_label(self):
         targets, predictions = [1, 1, 0, 0, 1, 0], [1, INVALID, 0, INVALID, 1, 0]
@@ -116,7 +145,8 @@ class ComputeTaskMetricsTest(parameterized.TestCase):
         results = tasks.compute_task_metrics(
             spec, ["positive", "maybe", " negative ", ""], ["positive", "positive", "negative", "negative"]
         )
-        self.assertEqual(results, {"accuracy": 50.0, "invalid_rate": 50.0})
+        # Invalid -> the opposite of gold: predictions [1, 0, 0, 1]; TP 1, FP 1, FN 1.
+        self.assertEqual(results, {"accuracy": 50.0, "precision": 50.0, "recall": 50.0, "invalid_rate": 50.0})
 
     def test_mrpc_f1_with_invalid(self):
         spec = tasks.get_task("glue", "mrpc")
@@ -127,6 +157,10 @@ class ComputeTaskMetricsTest(parameterized.TestCase):
         self.assertAlmostEqual(results["f1"], 100 * sklearn.metrics.f1_score([1, 1, 0, 0], [1, 0, 1, 0]))
         self.assertAlmostEqual(results["accuracy"], 50.0)
         self.assertAlmostEqual(results["invalid_rate"], 25.0)
+        self.assertAlmostEqual(results["precision"], 100 * sklearn.metrics.precision_score([1, 1, 0, 0], [1, 0, 1, 0]))
+        self.assertAlmostEqual(results["recall"], 100 * sklearn.metrics.recall_score([1, 1, 0, 0], [1, 0, 1, 0]))
+        # Extra metrics: the task score stays the mean of F1 and accuracy.
+        self.assertAlmostEqual(tasks.task_score(spec, results), (results["f1"] + results["accuracy"]) / 2)
 
     def test_cola_mcc_with_invalid(self):
         spec = tasks.get_task("glue", "cola")
@@ -195,6 +229,61 @@ class ComputeTaskMetricsTest(parameterized.TestCase):
             self.assertAlmostEqual(results[metric], 100.0, msg=metric)
         self.assertEqual(results["invalid_rate"], 0.0)
         self.assertTrue(all(np.isfinite(v) for v in results.values()))
+
+    def test_binary_tasks_report_precision_and_recall(self):
+        binary = {"glue": {"cola", "sst2", "mrpc", "qqp", "qnli", "rte", "wnli"},
+                  "superglue": {"boolq", "copa", "multirc", "rte", "wic", "wsc"}}  # fmt: skip
+        for benchmark, table in constants.DATASET_VALS.items():
+            for name, spec in table.items():
+                expected = (*spec.metrics, "precision", "recall") if name in binary.get(benchmark, ()) else spec.metrics
+                self.assertEqual(tasks.reported_metrics(spec), expected, spec.full_name)
+                # They are reported only: no record lists them, so scores, sweeps and result tables keep theirs.
+                self.assertNotIn("precision", spec.metrics)
+                self.assertNotIn("recall", spec.metrics)
+
+    @parameterized.named_parameters(("cola", "glue", "cola"), ("qnli", "glue", "qnli"), ("boolq", "superglue", "boolq"))
+    def test_precision_and_recall_are_of_label_1(self, benchmark, name):
+        spec = tasks.get_task(benchmark, name)
+        negative, positive = spec.label_words
+        # targets [1, 1, 0, 0]; predictions [1, invalid -> 0, 1, 1]: TP 1, FP 2, FN 1.
+        results = tasks.compute_task_metrics(
+            spec, [positive, "??", positive, positive], [positive, positive, negative, negative]
+        )
+        self.assertAlmostEqual(results["precision"], 100 / 3)
+        self.assertAlmostEqual(results["recall"], 50.0)
+        self.assertEqual(set(results), {*spec.metrics, "precision", "recall", "invalid_rate"})
+        self.assertAlmostEqual(
+            tasks.task_score(spec, results), sum(results[m] for m in spec.metrics) / len(spec.metrics)
+        )
+
+    def test_multiclass_regression_and_free_text_tasks_report_no_precision(self):
+        for benchmark, name, predicted, gold in [
+            ("glue", "mnli", ["neutral"], ["neutral"]),
+            ("superglue", "cb", ["neutral"], ["neutral"]),
+            ("glue", "stsb", ["1.0", "2.0"], ["1.0", "2.2"]),
+            ("qa", "squad", ["Paris"], ["Paris"]),
+        ]:
+            results = tasks.compute_task_metrics(tasks.get_task(benchmark, name), predicted, gold)
+            self.assertNotIn("precision", results, name)
+            self.assertNotIn("recall", results, name)
+
+    def test_results_table_keeps_the_task_metrics(self):
+        spec = tasks.get_task("glue", "mrpc")
+        results = tasks.compute_task_metrics(spec, ["equivalent", "nonsense"], ["equivalent", "not_equivalent"])
+        table = outputs.results_table(spec, {"validation": results})
+        self.assertIn("| glue/mrpc split | f1 | accuracy | invalid_rate |", table)
+        self.assertNotIn("precision", table)
+
+    def test_a_record_may_name_precision_and_recall_as_its_metrics(self):
+        spec = dataclasses.replace(
+            tasks.get_task("glue", "sst2"), metrics=("recall", "accuracy"), metric_to_optimize="recall"
+        )
+        self.assertEqual(tasks.reported_metrics(spec), ("recall", "accuracy", "precision"))
+        results = tasks.compute_task_metrics(spec, ["positive", "negative"], ["positive", "positive"])
+        self.assertEqual(results, {"recall": 50.0, "accuracy": 50.0, "precision": 100.0, "invalid_rate": 0.0})
+        self.assertEqual(tasks.task_score(spec, results), 50.0)
+        with self.assertRaisesRegex(ValueError, "metric 'precision' needs exactly two label words"):
+            dataclasses.replace(tasks.get_task("glue", "mnli"), metrics=("precision",), metric_to_optimize="precision")
 
 
 class TextMetricTest(parameterized.TestCase):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import yaml
 from absl.testing import absltest
@@ -135,6 +136,29 @@ class RunnerMechanicsTest(absltest.TestCase):
         for path in out.rglob("*"):
             if path.is_file():
                 self.assertNotIn(secret.encode(), path.read_bytes(), path)
+
+    def test_project_and_name_of_a_wandb_sweep_file(self):
+        """`project:` and `name:` load; trials get the project as WANDB_PROJECT unless it is set already."""
+        program = self.tmp / "env_prog.py"
+        program.write_text(
+            "import argparse, json, os, pathlib\n"
+            "a = argparse.ArgumentParser(); a.add_argument('--output_dir'); a.add_argument('--quality')\n"
+            "out = pathlib.Path(a.parse_args().output_dir); out.mkdir(parents=True, exist_ok=True)\n"
+            "(out / 'all_results.json').write_text(json.dumps({'eval_loss': 1.0, "
+            "'project': os.environ.get('WANDB_PROJECT')}))\n"
+        )
+        config = self.sweep(program=str(program), project="t5-sweeps-here", name="demo-lr-schedule",
+                            parameters={"quality": {"values": [0.1]}})  # fmt: skip
+        for preset, expected, name in ((None, "t5-sweeps-here", "a"), ("mine", "mine", "b")):
+            env = {k: v for k, v in os.environ.items() if k != "WANDB_PROJECT"}
+            if preset:
+                env["WANDB_PROJECT"] = preset
+            with mock.patch.dict(os.environ, env, clear=True):
+                code, out = self.run_sweep(config, "--count", "1", name=name)
+            self.assertEqual(code, 0)
+            trial = json.loads((out / "sweep_state.json").read_text())["trials"][0]
+            results = json.loads((Path(trial["output_dir"]) / "all_results.json").read_text())
+            self.assertEqual(results["project"], expected)
 
     def test_set_cannot_override_a_searched_parameter(self):
         path = write_yaml(self.tmp / "c.yaml", self.sweep())

@@ -1,8 +1,10 @@
 """The sweep YAMLs in sweeps/: generated from the task table, runnable, and scored by a key the program logs.
 
-Each file parses with the runner's own checks, names an existing program, and its metric.name is among the W&B keys
-that program logs for its task (derived from the task record; test_tracking checks the derivation against a real
-offline W&B run). That every parameter is a flag of the program is checked in test_repo_files (parsed in-process).
+Each file parses with the runner's own checks, names an existing program, its W&B project and its sweep name, and
+its metric.name is among the W&B keys that program logs for its task (derived from the task record; test_tracking
+checks the derivation against a real offline W&B run). Every sweep searches the learning rate and the schedule, and
+every value of a categorical parameter parses as its flag. That every parameter is a flag of the program is checked
+in test_repo_files (parsed in-process).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import yaml
 from absl.testing import absltest, parameterized
 
 from t5kit import sweep_configs
-from t5kit.args import parse_args
+from t5kit.args import LR_SCHEDULER_ALIASES, parse_args
 from t5kit.sweep import format_arg, load_sweep, propose, resolve_program
 from t5kit.tasks import get_task
 from tests.helpers import REPO
@@ -24,6 +26,13 @@ SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 # Written out here, not read from the table, so that a change to the table cannot silently drop a file.
 GLUE = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 SUPERGLUE = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc")
+
+
+def trial_argv(params: dict, **chosen) -> list[str]:
+    """--name=value for every parameter: a fixed value, a categorical's first value or a range's min, or `chosen`."""
+    values = {name: spec["value"] if "value" in spec else (spec.get("values") or [spec.get("min")])[0]
+              for name, spec in params.items()}  # fmt: skip
+    return [format_arg(name, value) for name, value in {**values, **chosen}.items()]
 
 
 def deepspeed_variant(text: str) -> list[str]:
@@ -82,6 +91,41 @@ class SweepConfigsTest(parameterized.TestCase):
         self.assertEqual(marked["parameters"]["num_train_epochs"], {"value": 10})
         self.assertEqual(marked["early_terminate"]["min_iter"], 2)
         self.assertEqual(marked["parameters"]["per_device_train_batch_size"], {"values": [8, 16, 32]})
+
+    @parameterized.named_parameters((path.stem, path) for path in SWEEPS)
+    def test_project_name_and_searched_schedule(self, path):
+        """`wandb sweep` puts every sweep in the toolkit's project under a name that says what it searches."""
+        sweep = load_sweep(path)
+        self.assertEqual(sweep["project"], sweep_configs.PROJECT)
+        self.assertEqual(sweep["project"], "t5-toolkit")
+        self.assertRegex(sweep["name"], r"^[a-z0-9][a-z0-9-]*-lr-schedule$")
+        params = sweep["parameters"]
+        self.assertIn("distribution", params["learning_rate"])
+        schedules = params["lr_scheduler_type"]["values"]
+        self.assertGreaterEqual(len(schedules), 3)
+        # Each schedule once, whatever name it is given (an alias and its target would be one schedule twice).
+        resolved = [LR_SCHEDULER_ALIASES.get(v, v) for v in schedules]
+        self.assertLen(set(resolved), len(schedules))
+        if sweep["program"] == "fine_tune_t5.py":
+            self.assertEqual(schedules, sweep_configs.LR_SCHEDULES)
+            self.assertEqual(
+                sweep["name"], f"{params['benchmark']['value']}-{params['dataset_name']['value']}-lr-schedule"
+            )
+        names = [load_sweep(p)["name"] for p in SWEEPS]
+        self.assertLen(set(names), len(names))
+
+    @parameterized.named_parameters((path.stem, path) for path in SWEEPS)
+    def test_every_categorical_value_parses(self, path):
+        """Each value of each `values:` parameter, as the agent passes it (--name=value), is accepted by the program's
+        parser and reaches the flag (a schedule alias as the schedule it names)."""
+        sweep = load_sweep(path)
+        groups_of = PROGRAM_GROUPS[sweep["program"]]
+        for name, spec in sweep["parameters"].items():
+            for value in spec.get("values", []):
+                groups = parse_args(groups_of, trial_argv(sweep["parameters"], **{name: value}))
+                parsed = getattr(next(g for g in groups if hasattr(g, name)), name)
+                expected = LR_SCHEDULER_ALIASES.get(value, value) if name == "lr_scheduler_type" else value
+                self.assertEqual(getattr(parsed, "value", parsed), expected, f"{path.name}: {name}={value}")
 
     @parameterized.named_parameters((path.stem, path) for path in SWEEPS)
     def test_sweep_file(self, path):
