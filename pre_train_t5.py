@@ -1,8 +1,9 @@
-"""Pre-train T5 with span corruption, from scratch or continued from a checkpoint.
+"""Pre-train T5 with span corruption (or UL2's mixture of denoisers, or a prefix LM), from scratch or continued.
 
     python pre_train_t5.py --train_files corpus.txt --model_config small --vocab_size 32000 \\
         --output_dir runs/pt --max_steps 10000
     accelerate launch pre_train_t5.py ...        # or: deepspeed pre_train_t5.py --deepspeed zero_stage2_config.json ...
+    python pre_train_t5.py ... --objective ul2   # or prefix_lm, pmi; default span_corruption (data_collators)
 
 Every flag: `python pre_train_t5.py --help`. The run folder holds the final model and tokenizer (Hugging Face
 format, safetensors), checkpoints, all_results.json, trainer_state.json (the loss trace) and loss.png.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from data_collators import T5DataCollator
+from data_collators import DenoisingCollator, make_pretraining_collator, objective_special_tokens
 from t5kit.args import ModelArguments, T5TrainingArguments, UsageError, is_main_process, parse_args
 from t5kit.corpus import (
     CorpusReport,
@@ -24,6 +25,7 @@ from t5kit.corpus import (
     PretrainDataArguments,
     StreamIndexedBlocks,
     drop_empty_documents,
+    format_mixture,
     iter_texts,
     load_documents,
     pack_corpus,
@@ -67,6 +69,12 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -
             "its own share of the stream and number its blocks from 0, giving different blocks the same span "
             "masks and a resume skip per worker. Use --dataloader_num_workers 0 or 1."
         )
+    if data_args.streaming and data_args.mixture_groups() and train_args.dataloader_num_workers > 0:
+        raise UsageError(
+            f"--streaming with a corpus mixture and --dataloader_num_workers {train_args.dataloader_num_workers}: a "
+            "worker process draws the mixture with other random choices than the held-out eval blocks were drawn "
+            "with, and keeps the realised shares to itself. Use --dataloader_num_workers 0."
+        )
     resume = start_run(
         train_args,
         run_name=f"pretrain-{Path(train_args.output_dir).name}",
@@ -75,26 +83,36 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -
     )
     report = CorpusReport()
     with train_args.main_process_first(desc="reading the corpus"):
-        docs = drop_empty_documents(load_documents(data_args), report, data_args.preprocessing_num_workers)
+        docs = drop_empty_documents(
+            load_documents(data_args, report, seed=train_args.seed), report, data_args.preprocessing_num_workers
+        )
     tokenizer = resolve_tokenizer(
-        model_args, train_args, lambda: iter_texts(docs, TOKENIZER_TRAINING_DOCS), needs_sentinels=True
+        model_args,
+        train_args,
+        lambda: iter_texts(docs, TOKENIZER_TRAINING_DOCS),
+        needs_sentinels=True,
+        special_tokens=objective_special_tokens(data_args.objective),  # ul2: its mode tokens
     )
-    # The collator owns the span-corruption lengths (the flags were checked by it before any data was read): packing
-    # cuts blocks of its raw length.
-    collator = T5DataCollator(
-        tokenizer=tokenizer,
-        noise_density=data_args.noise_density,
-        mean_noise_span_length=data_args.mean_noise_span_length,
+    # The collator owns the objective's lengths (the flags were checked by it before any data was read): packing cuts
+    # blocks of its raw length.
+    collator = make_pretraining_collator(
+        data_args.objective,
+        tokenizer,
         input_length=data_args.input_length,
         seed=train_args.seed,
+        noise_density=data_args.noise_density,
+        mean_noise_span_length=data_args.mean_noise_span_length,
+        ul2_rates=data_args.ul2_rates,
+        ul2_s_target_fraction=data_args.ul2_s_target_fraction,
+        pmi_vocabulary=data_args.pmi_vocabulary,
     )
     raw_length, target_length = collator.raw_length, collator.target_length
-    logger.info(
-        "span corruption: %d raw tokens -> %d input / %d target tokens",
-        raw_length,
-        collator.input_length,
-        target_length,
-    )
+    if not isinstance(collator, DenoisingCollator):  # span_corruption, pmi: fixed lengths
+        logger.info("%s: %d raw tokens -> %d input / %d target tokens", data_args.objective, raw_length,
+                    collator.input_length, target_length)  # fmt: skip
+    else:
+        logger.info("%s: %d raw tokens -> at most %d input / %d target tokens, each batch padded to its own longest",
+                    data_args.objective, raw_length, collator.input_length, target_length)  # fmt: skip
     model = load_model(model_args, tokenizer, default_dropout=PRETRAIN_DROPOUT)
     if is_main_process():
         logger.info("model:\n%s", format_parameter_summary(model))
@@ -129,6 +147,7 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -
     )
     extra = {
         **report.as_dict(),
+        "objective": data_args.objective,
         "raw_length": raw_length,
         "input_length": data_args.input_length,
         "target_length": target_length,
@@ -140,6 +159,8 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -
             f"{k}={results[k]:.4g}" for k in ("train_loss", "eval_loss", "eval_span_accuracy") if k in results
         )
         print(f"\nrun folder: {Path(train_args.output_dir).resolve()}\n{summary}")
+        if report.mixture:  # a stream's counts are complete only now
+            print(format_mixture(report))
     return results
 
 

@@ -1,6 +1,7 @@
-"""Span-corruption collator speed: the vectorised `data_collators.T5DataCollator` against the per-example recipe.
+"""Pre-training collator speed: the vectorised `data_collators.T5DataCollator` against the per-example recipe, and
+each pre-training objective (--objective span_corruption, ul2, prefix_lm) against span corruption.
 
-    .venv/bin/python -m bench.collator                        # batch 64 x 568 raw tokens (512 inputs), ~30 s
+    .venv/bin/python -m bench.collator                        # batch 64 x 568 raw tokens (512 inputs), ~40 s
     .venv/bin/python -m bench.collator --quick --output /tmp/c.md
 
 Both collators get the very same examples (dicts with a 568-token `input_ids` numpy row, `idx`, `epoch`, as
@@ -18,6 +19,13 @@ Timing: for each batch size, `--repeats` rounds; each round calls each collator 
 alternates between rounds so neither always runs second), timed with `time.perf_counter()`. Reported: examples/s
 from the median and the best call, and the ratio of the medians. The report also gives the CPU share other
 processes took during a batch size's rounds (`common.CpuContention`, /proc/stat: too coarse for a single call).
+
+Objectives: `data_collators.make_pretraining_collator` for each objective at the headline batch size, on blocks of that
+objective's raw length (568 for span corruption, 511 for ul2, 512 for prefix_lm at 512 inputs), timed the same way
+(one call of each per round, the order rotating). Reported: examples/s, the ratio to span corruption, and the batches'
+padding: ul2 and prefix_lm pad each batch to its own longest input and target (span corruption's are fixed), so the
+report gives the mean padded widths and the share of input and target positions that are padding, over 16 batches.
+Every objective's output is checked: inputs plus labels (mode token and sentinels removed) rebuild every block.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ CORPUS = common.SHARED_DATA / "corpus" / "tinyshakespeare" / "part-000.txt"
 
 
 class T5LayoutVocabulary:
-    """The few tokenizer attributes both collators read, in T5's layout (`<extra_id_0>` is the last id)."""
+    """The few tokenizer attributes the collators read, in T5's layout (`<extra_id_0>` is the last id), with UL2's mode
+    tokens just below the 100 sentinels."""
 
     pad_token_id, eos_token_id, unk_token_id = 0, 1, 2
 
@@ -50,10 +59,18 @@ class T5LayoutVocabulary:
 
     def convert_tokens_to_ids(self, tokens):
         if isinstance(tokens, str):
+            if tokens in MODE_TOKENS:
+                return self.size - 101 - MODE_TOKENS.index(tokens)
             if not tokens.startswith("<extra_id_"):
                 return self.unk_token_id
             return self.size - 1 - int(tokens[len("<extra_id_") : -1])
         return [self.convert_tokens_to_ids(token) for token in tokens]
+
+
+MODE_TOKENS = dc.objective_special_tokens(dc.UL2)
+# Objectives timed (pmi needs an n-gram vocabulary matched against a real tokenizer's pieces: not this stand-in).
+OBJECTIVES = (dc.SPAN_CORRUPTION, dc.UL2, dc.PREFIX_LM)
+SAMPLE_BATCHES = 16  # batches whose padding is measured, per objective
 
 
 def corpus_blocks(raw_length: int, count: int) -> np.ndarray:
@@ -89,6 +106,78 @@ def time_pair(ours, plain, examples, repeats: int) -> dict:
     return result
 
 
+def check_rebuilds(batch, blocks: np.ndarray, vocab: T5LayoutVocabulary) -> None:
+    """Inputs plus labels of any objective rebuild every block: each target span goes back at its sentinel in the
+    input (span denoisers), or the target follows the input (prefix LM); the mode token and EOS are dropped."""
+    mode_ids = {vocab.convert_tokens_to_ids(token) for token in MODE_TOKENS}
+    first_sentinel = vocab.convert_tokens_to_ids("<extra_id_0>")
+    for row, block in enumerate(blocks):
+        inputs = [t for t in batch["input_ids"][row].tolist() if t not in mode_ids and t != vocab.pad_token_id]
+        labels = [t for t in batch["labels"][row].tolist() if t != dc.LABEL_PAD_ID]
+        assert inputs[-1] == labels[-1] == vocab.eos_token_id, row
+        inputs, labels = inputs[:-1], labels[:-1]
+        if not any(t > first_sentinel - 100 for t in labels):  # no sentinel: the prefix LM
+            rebuilt = inputs + labels
+        else:
+            spans, current = {}, None
+            for t in labels:
+                if t > first_sentinel - 100:
+                    current = spans.setdefault(t, [])
+                else:
+                    current.append(t)
+            rebuilt = [u for t in inputs for u in (spans.pop(t) if t in spans else [t])]
+        if rebuilt != block.tolist():
+            raise AssertionError(f"example {row}: inputs and labels do not rebuild the block")
+
+
+def time_objectives(args, vocab) -> dict:
+    """Examples/s of each objective's collator at the headline batch size, and its batches' padding."""
+    collators = {
+        name: dc.make_pretraining_collator(name, vocab, input_length=args.input_length, seed=0)
+        for name in args.objectives
+    }
+    batch = args.batch_size
+    examples, samples = {}, {}
+    for name, collator in collators.items():
+        blocks = corpus_blocks(collator.raw_length, batch * (SAMPLE_BATCHES + 1))
+        examples[name] = [{"input_ids": blocks[i], "idx": i, "epoch": 0} for i in range(batch)]
+        check_rebuilds(collator(examples[name]), blocks[:batch], vocab)  # and an untimed warm-up call
+        samples[name] = [
+            collator([{"input_ids": blocks[i], "idx": i, "epoch": 0} for i in range(start, start + batch)])
+            for start in range(batch, batch * (SAMPLE_BATCHES + 1), batch)
+        ]
+    timings = {name: [] for name in collators}
+    meter = common.CpuContention().start()
+    names = list(collators)
+    for round_ in range(args.repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            collators[name](examples[name])
+            timings[name].append(time.perf_counter() - t0)
+    contention = meter.stop()
+    baseline = statistics.median(timings[names[0]])
+    results = {}
+    for name, seconds in timings.items():
+        median = statistics.median(seconds)
+        batches = samples[name]
+        input_slots = sum(b["input_ids"].numel() for b in batches)
+        target_slots = sum(b["labels"].numel() for b in batches)
+        results[name] = {
+            "raw_length": collators[name].raw_length,
+            "target_length": collators[name].target_length,
+            "median_ms": median * 1e3,
+            "examples_per_s": batch / median,
+            "best_examples_per_s": batch / min(seconds),
+            "ratio_to_first": baseline / median,
+            "mean_input_width": statistics.mean(b["input_ids"].shape[1] for b in batches),
+            "mean_target_width": statistics.mean(b["labels"].shape[1] for b in batches),
+            "input_padding": 1 - sum(int(b["attention_mask"].sum()) for b in batches) / input_slots,
+            "target_padding": sum(int((b["labels"] == dc.LABEL_PAD_ID).sum()) for b in batches) / target_slots,
+        }
+    return {"batch_size": batch, "contention": contention, "results": results}
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch_size", type=int, default=64, help="the headline batch size")
@@ -97,6 +186,13 @@ def parse_args(argv):
     p.add_argument("--noise_density", type=float, default=0.15)
     p.add_argument("--mean_noise_span_length", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=100, help="timed calls per collator and batch size")
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        default=list(OBJECTIVES),
+        choices=OBJECTIVES,
+        help="objectives timed at the headline batch size (the first is the baseline of the ratios)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 3 repeats, batch sizes 2 and 8, inputs 64")
     p.add_argument("--output", default=str(common.RESULTS_DIR / "collator.md"), help="markdown written here")
     args = p.parse_args(argv)
@@ -136,11 +232,16 @@ def main(argv: list[str] | None = None) -> dict:
             f"ex/s: {r['ratio']:.2f}x",
             flush=True,
         )
+    objectives = time_objectives(args, vocab)
+    for name, r in objectives["results"].items():
+        speed = f"{r['examples_per_s']:,.0f} ex/s ({r['ratio_to_first']:.2f}x {args.objectives[0]})"
+        print(f"{name}: {speed}, padding {r['input_padding']:.0%} of inputs, {r['target_padding']:.0%} of targets")
     summary = {
         "raw_length": raw_length,
         "target_length": target_length,
         "results": results,
         "headline": results[args.batch_size],
+        "objectives": objectives,
         "seconds": time.perf_counter() - started,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +296,9 @@ def render(args, summary: dict, machine: dict) -> str:
         ),
         "- Ours is a pure function of (seed, epoch, idx) per example; the per-example recipe draws from one "
         "sequential RNG, so its masks depend on batch composition and worker count.",
-        f"- Run time: {summary['seconds']:.0f} s.",
     ]
+    lines += render_objectives(args, summary["objectives"])
+    lines += ["", f"- Run time: {summary['seconds']:.0f} s."]
     worst = max((r["contention"] or 0.0 for r in results.values()), default=0.0)
     lines += common.report_tail(
         worst,
@@ -205,6 +307,33 @@ def render(args, summary: dict, machine: dict) -> str:
         machine,
     )
     return "\n".join(lines) + "\n"
+
+
+def render_objectives(args, objectives: dict) -> list[str]:
+    results, first = objectives["results"], args.objectives[0]
+    lines = [
+        "",
+        f"### Pre-training objectives (batch {objectives['batch_size']}, {args.input_length} inputs)",
+        "",
+        f"`data_collators.make_pretraining_collator` per objective; {args.repeats} timed calls each, interleaved; "
+        f"padding over {SAMPLE_BATCHES} batches. CPU taken by others: {_share(objectives['contention'])}.",
+        "",
+        f"| objective | raw block | longest target | examples/s (median / best) | vs {first} | mean padded input / "
+        "target width | padding: inputs / targets |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['raw_length']} | {r['target_length']} | {r['examples_per_s']:,.0f} / "
+            f"{r['best_examples_per_s']:,.0f} | {r['ratio_to_first']:.2f}x | {r['mean_input_width']:.0f} / "
+            f"{r['mean_target_width']:.0f} | {r['input_padding']:.0%} / {r['target_padding']:.0%} |"
+        )
+    lines += [
+        "",
+        "- ul2 and prefix_lm pad each batch to its own longest input and target (dynamic padding); span corruption's "
+        "lengths are fixed, so its only padding is the few positions its inputs and targets leave free.",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Fine-tuning SST-2 from scratch: time to a dev-accuracy target (ours vs the plain Seq2SeqTrainer recipe), and the
 speed of rank vs generate evaluation (SST-2 and RTE dev).
 
-    .venv/bin/python bench/finetune_sst2.py            # defaults: ~5 minutes on 2 CPU cores
-    .venv/bin/python bench/finetune_sst2.py --quick    # smoke test (~1-2 minutes; numbers mean little)
+    .venv/bin/python -m bench.finetune_sst2            # defaults: ~5 minutes on 2 CPU cores
+    .venv/bin/python -m bench.finetune_sst2 --quick    # smoke test (~1-2 minutes; numbers mean little)
 
 Both sides of part 1 train the same from-scratch T5 (same preset, same tokenizer, same seed and therefore the same
 initial weights, same dropout, AdamW with the same lr / linear schedule / batch size, fp32) on the full SST-2 train
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
             for mode, timed in time_evals(args, task, model_dir, batch, precision, work_dir).items():
                 evals[(task, mode, batch, precision)] = timed
 
-    command = " ".join([".venv/bin/python bench/finetune_sst2.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join([".venv/bin/python -m bench.finetune_sst2", *(sys.argv[1:] if argv is None else argv)])
     label_tokens = {
         task: max_target_length(get_task("glue", task), AutoTokenizer.from_pretrained(str(model_dir)))
         for task, model_dir in (("sst2", ours["model_dir"]), ("rte", rte_dir))

@@ -343,6 +343,18 @@ def write_model_card(output_dir: str | Path, results: dict | None = None, comman
                      f"a sentinel; {results.get('raw_length', '?')} raw tokens per example become "
                      f"{results.get('input_length', flags.get('input_length'))} input and "
                      f"{results.get('target_length', '?')} target tokens.")  # fmt: skip
+        kind = flags.get("objective", "span_corruption")
+        if kind == "pmi":
+            vocabulary = flags.get("pmi_vocabulary")
+            objective = (f"PMI-masked span corruption (Levine et al. 2021): spans follow the n-grams of "
+                         f"`{vocabulary}` where one covers a position, random spans elsewhere. "
+                         f"{objective}")  # fmt: skip
+        elif kind == "ul2":
+            objective = (f"UL2 mixture of denoisers (Tay et al. 2022): R, X and S denoisers, relative rates "
+                         f"{flags.get('ul2_rates')}; each input starts with its mode token "
+                         "([NLU], [NLG], [S2S]).")  # fmt: skip
+        elif kind == "prefix_lm":
+            objective = "Prefix language modelling: each block split at a random point, the rest is the target."
     else:
         tasks = ", ".join(f"`{s.full_name}`" for s in specs) or f"`{results.get('task') or flags.get('benchmark')}`"
         origin = (f"local files in `{flags['data_dir']}`" if flags.get("data_dir") else

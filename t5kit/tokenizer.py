@@ -3,6 +3,7 @@
 T5 layout: `<pad>`=0, `</s>`=1, `<unk>`=2, then the pieces, then 100 sentinels with `<extra_id_0>` the highest id
 (`<extra_id_99>` the lowest of them). transformers' `T5Tokenizer.from_pretrained(folder_with_spiece.model)` builds
 exactly this; `T5Tokenizer(vocab_file=...)` would silently ignore the file (see shared/STACK.md), so never use it.
+A pre-training objective's own special tokens (UL2's mode tokens [NLU] [NLG] [S2S]) are added after all of these.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, T5Tokenizer
@@ -88,6 +89,20 @@ def check_sentinels(tokenizer: PreTrainedTokenizerBase, needed: int = 1) -> list
     return ids
 
 
+def add_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> list[int]:
+    """Adds `tokens` (e.g. UL2's mode tokens [NLU] [NLG] [S2S]) as special tokens where the tokenizer lacks them, after
+    its last id in the given order (a token it has keeps its id; the existing special tokens stay special); returns
+    their ids. Special tokens are never split, and `decode(..., skip_special_tokens=True)` drops them.
+
+    >>> add_special_tokens(tok, ["[NLU]", "[NLG]", "[S2S]"])  # doctest: +SKIP  (a 300-token tokenizer)
+    [300, 301, 302]
+    """
+    if tokens:
+        tokenizer.add_special_tokens({"extra_special_tokens": list(tokens)}, replace_extra_special_tokens=False)
+    ids = tokenizer.convert_tokens_to_ids(list(tokens))
+    return [int(i) for i in ids]
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Loads a tokenizer by hub name or folder, with a clear error when it cannot be found."""
     try:
@@ -101,9 +116,17 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 TOKENIZER_SUBDIR = "tokenizer"  # a tokenizer trained with --vocab_size is kept in the run folder, so resumes reuse it
 
 
-def resolve_tokenizer(model_args, train_args, texts: Callable[[], Iterable[str]], needs_sentinels: bool):
+def resolve_tokenizer(
+    model_args,
+    train_args,
+    texts: Callable[[], Iterable[str]],
+    needs_sentinels: bool,
+    special_tokens: Sequence[str] = (),
+):
     """The run's tokenizer: --tokenizer_name_or_path, the checkpoint's, or one trained with --vocab_size on `texts()`
-    (once, on the main process; other processes and resumed runs load the saved one)."""
+    (once, on the main process; other processes and resumed runs load the saved one). `special_tokens` (the
+    objective's, e.g. UL2's mode tokens) are added to it either way, after its last id: the tokenizer saved in the
+    run folder's tokenizer/ keeps --vocab_size tokens, and every start adds them again with the same ids."""
     if model_args.vocab_size is None:
         name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
         if name is None:
@@ -124,4 +147,5 @@ def resolve_tokenizer(model_args, train_args, texts: Callable[[], Iterable[str]]
                 tokenizer = train_tokenizer(texts(), model_args.vocab_size, saved)
     if needs_sentinels:
         check_sentinels(tokenizer)
+    add_special_tokens(tokenizer, special_tokens)
     return tokenizer
