@@ -76,6 +76,11 @@ class FineTuneDataArguments:
     source_id: str = field(default="s", metadata={"help": 'custom, t2t-tuner lines {"translation": {s: .., t: ..}}.'})
     target_id: str = field(default="t", metadata={"help": "custom, t2t-tuner format: the target key."})
     prefix: str = field(default="", metadata={"help": "custom: a task prefix put before every input."})
+    mode_token: str | None = field(
+        default=None,
+        metadata={"help": "A token put before every input: a UL2 mode token ([NLU], [NLG] or [S2S]) for a model "
+                  "pre-trained with --objective ul2."},
+    )  # fmt: skip
     max_source_length: int = field(default=512, metadata={"help": "Inputs longer than this are truncated (counted)."})
     max_target_length: int | None = field(
         default=None, metadata={"help": "Target truncation length. Default: the longest label word, or 128 for text."}
@@ -341,10 +346,18 @@ class TruncationReport:
 
 
 def tokenize(
-    ds: datasets.Dataset, tokenizer, max_source_length: int, max_target_length: int, labeled: bool, num_proc=None
+    ds: datasets.Dataset,
+    tokenizer,
+    max_source_length: int,
+    max_target_length: int,
+    labeled: bool,
+    num_proc=None,
+    lead_id: int | None = None,
 ) -> tuple[datasets.Dataset, TruncationReport]:
-    """input_ids / attention_mask / labels / length, truncating (and counting) over-long texts. EOS is kept."""
+    """input_ids / attention_mask / labels / length, truncating (and counting) over-long texts. EOS is kept;
+    `lead_id` (a mode token) goes before every input, within max_source_length."""
     eos = tokenizer.eos_token_id
+    lead = [] if lead_id is None else [lead_id]
 
     def cut(ids: list[int], limit: int) -> tuple[list[int], bool]:
         if len(ids) <= limit:
@@ -356,7 +369,8 @@ def tokenize(
         sources = tokenizer(batch["source"])["input_ids"]
         targets = tokenizer(batch["target"])["input_ids"] if labeled else [[] for _ in sources]
         for src, tgt in zip(sources, targets):
-            src, src_cut = cut(src, max_source_length)
+            src, src_cut = cut(src, max_source_length - len(lead))
+            src = lead + src
             tgt, tgt_cut = cut(tgt, max_target_length) if labeled else (tgt, False)
             out["input_ids"].append(src)
             out["labels"].append(tgt)
@@ -374,6 +388,16 @@ def tokenize(
     return tokenized.remove_columns(["source_truncated", "target_truncated"]), report
 
 
+def mode_token_id(tokenizer, token: str | None) -> int | None:
+    """The id of --mode_token, which must be one of the tokenizer's own tokens (not split into pieces)."""
+    if token is None:
+        return None
+    if token not in tokenizer.get_vocab():
+        raise UsageError(f"--mode_token {token}: the tokenizer has no such token (a model pre-trained with "
+                         "--objective ul2 has [NLU], [NLG] and [S2S])")  # fmt: skip
+    return tokenizer.convert_tokens_to_ids(token)
+
+
 def prepare_text_splits(spec, splits, tokenizer, data_args):
     """Text and token ids for every split in `splits`, with truncation counted over all of them."""
     candidates = target_candidates(spec)
@@ -381,11 +405,18 @@ def prepare_text_splits(spec, splits, tokenizer, data_args):
         max_target_length(spec, tokenizer) if candidates is not None else DEFAULT_TEXT_TARGET_LENGTH
     )
     report = TruncationReport()
+    lead_id = mode_token_id(tokenizer, data_args.mode_token)
 
     def prepare(ds, labeled, each_answer=False):
         ds = to_text(spec, ds, labeled, each_answer=each_answer)
         ds, truncation = tokenize(
-            ds, tokenizer, data_args.max_source_length, target_len, labeled, data_args.preprocessing_num_workers
+            ds,
+            tokenizer,
+            data_args.max_source_length,
+            target_len,
+            labeled,
+            data_args.preprocessing_num_workers,
+            lead_id,
         )
         report.add(truncation)
         return ds

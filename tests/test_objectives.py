@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from absl.testing import absltest, parameterized
 from transformers import AutoTokenizer, ByT5Tokenizer
 
 import data_collators as dc
+import fine_tune_t5
 import pre_train_t5
 from t5kit.args import UsageError
 from t5kit.corpus import PretrainDataArguments
@@ -633,6 +635,35 @@ class EndToEndTest(absltest.TestCase):
         self.run_pretrain([*argv, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
         trace = loss_trace(resumed)
         self.assertEqual({step: trace[step] for step in (4, 5, 6)}, {step: reference[step] for step in (4, 5, 6)})
+
+        # Fine-tuning the UL2 model with its mode token before every input (--mode_token).
+        rows = [{"source": f"question {i}", "target": f"answer {i % 2}"} for i in range(16)]
+        train = SCRATCH.path() / "mode-train.jsonl"
+        train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        seen = []
+
+        class FirstRows(transformers.TrainerCallback):
+            def on_trainer(self, trainer):
+                seen.extend(trainer.train_dataset[i]["input_ids"] for i in range(len(trainer.train_dataset)))
+
+        finetune = ["--model_name_or_path", str(out), "--benchmark", "custom", "--train_file", str(train), "--do_train",
+                    "--eval_strategy", "no", "--max_steps", "1", "--per_device_train_batch_size", "4",
+                    "--max_source_length", "8", "--report_to", "none", "--disable_tqdm", "True"]  # fmt: skip
+        code, output = run_script_here(
+            lambda argv: fine_tune_t5.main(argv, callbacks=[FirstRows()]),
+            [*finetune, "--mode_token", "[NLU]", "--output_dir", str(SCRATCH.path() / "ul2-ft")],
+        )
+        self.assertEqual(code, 0, output[-3000:])
+        self.assertLen(seen, 16)
+        self.assertEqual({ids[0] for ids in seen}, {300})  # [NLU]
+        self.assertLessEqual(max(len(ids) for ids in seen), 8)  # the token counts within --max_source_length
+        plain = tokenizer(rows[0]["source"])["input_ids"]
+        self.assertIn(seen[0][1:], (plain, plain[:6] + [tokenizer.eos_token_id]))
+        code, output = run_script_here(
+            fine_tune_t5.main, [*finetune, "--mode_token", "[XYZ]", "--output_dir", str(SCRATCH.path() / "ul2-ft2")]
+        )
+        self.assertEqual(code, 2, output[-3000:])
+        self.assertIn("--mode_token [XYZ]: the tokenizer has no such token", output)
 
     def test_prefix_lm(self):
         out = SCRATCH.path() / "prefix_lm"
