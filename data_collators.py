@@ -169,7 +169,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
-def _splitmix64_int(x: int) -> int:
+def splitmix64_int(x: int) -> int:
     """`_splitmix64` of one Python int in [0, 2**64): the same bits, without numpy's per-call cost (small batches)."""
     z = (x + 0x9E3779B97F4A7C15) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
@@ -208,7 +208,7 @@ def _example_keys_small(seed: int, epochs: Sequence[int], indices: Sequence[int]
     """`example_keys` for short Python int lists, bit for bit (tests/test_data_collators.py checks both paths agree)."""
     seed_key = int(_seed_key(int(seed))[0])
     return np.array(
-        [_splitmix64_int(_splitmix64_int(seed_key ^ (e & _MASK64)) ^ (i & _MASK64)) for e, i in zip(epochs, indices)],
+        [splitmix64_int(splitmix64_int(seed_key ^ (e & _MASK64)) ^ (i & _MASK64)) for e, i in zip(epochs, indices)],
         dtype=np.uint64,
     )
 

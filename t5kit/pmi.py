@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_collators import T5DataCollator, random_spans_noise_mask
+from data_collators import T5DataCollator, random_spans_noise_mask, splitmix64_int
 from t5kit import readers
 from t5kit.args import UsageError
 
@@ -566,7 +566,7 @@ def build_vocabulary(
 
 def _hash_multipliers(n: int) -> np.ndarray:
     """n fixed odd 64-bit multipliers for the position-weighted window hash."""
-    return np.array([_mix64(0x5EED + i) | 1 for i in range(n)], dtype=np.uint64)
+    return np.array([splitmix64_int(0x5EED + i) | 1 for i in range(n)], dtype=np.uint64)
 
 
 class TokenNgramIndex:
@@ -748,16 +748,7 @@ def _case_form(words: Sequence[str], variant: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Per-example randomness: splitmix64 of (key, stream, counter), as data_collators does for the base mask.
 
-_MASK64 = (1 << 64) - 1
 _UNIT_STREAM = 3  # streams 1 and 2 are the base collator's
-
-
-def _mix64(x: int) -> int:
-    """splitmix64 (Steele, Lea & Flood 2014) of one 64-bit int."""
-    z = (x + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
 
 
 class _Draws:
@@ -770,7 +761,7 @@ class _Draws:
         self.counter = stream << 32
 
     def next(self) -> int:
-        value = _mix64(self.key ^ self.counter)
+        value = splitmix64_int(self.key ^ self.counter)
         self.counter += 1
         return value
 
