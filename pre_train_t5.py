@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from data_collators import DenoisingCollator, make_pretraining_collator, objective_special_tokens
@@ -56,6 +57,23 @@ class PretrainingArguments(T5TrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collator's idx/epoch keys."})
     include_num_input_tokens_seen: str = field(default="all", metadata={"help": "Count input tokens for tokens/s."})
+    torch_compile: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compile the model with torch.compile. Default: on when training on a GPU (T5-base on an H200: "
+            "1.56x per step after a first step of about 77 s), off on CPU, where it gains little."
+        },
+    )
+
+    def __post_init__(self):
+        if self.torch_compile is None:
+            self.torch_compile = compiles_by_default(self.use_cpu)
+        super().__post_init__()
+
+
+def compiles_by_default(use_cpu: bool) -> bool:
+    """--torch_compile's default: on when training on a GPU, where it pays (docs/efficiency.md), off on CPU."""
+    return torch.cuda.is_available() and not use_cpu
 
 
 def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] = ()) -> dict:

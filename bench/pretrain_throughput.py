@@ -138,7 +138,7 @@ def run_ours(
         "--disable_tqdm", "True",
         "--seed", str(args.seed),
         "--bf16", str(precision == "bf16"),
-        *(["--torch_compile", "True"] if compile_model else []),
+        "--torch_compile", str(compile_model),  # explicit: pre_train_t5.py compiles by default on a GPU
         *extra_argv,
     ]  # fmt: skip
     cache = tokenizer_cache_dir(files, args.vocab_size, work_dir)

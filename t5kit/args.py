@@ -91,8 +91,9 @@ class ModelArguments:
         default="blocked",
         metadata={
             "help": "Attention kernel: blocked (default: cache-blocked attention with an fp32 softmax on CPU, "
-            "~2.2x faster there than sdpa for T5's biased attention; sdpa on GPUs and under --torch_compile), "
-            "sdpa, or eager."
+            "~2.2x faster there than sdpa for T5's biased attention; on GPUs, training without attention dropout "
+            "runs FlexAttention with the position bias and its gradient inside the kernel, and everything else "
+            "sdpa), sdpa, or eager."
         },
     )
 

@@ -12,19 +12,31 @@ dtype: its error against float64 is at most the math path's (bench/attention.py 
 tests/test_attention.py checks values and gradients against a float64 reference).
 
 It runs wherever the model is on CPU in eager mode without attention dropout, decoding steps included, so that
-teacher-forced scoring, rank eval and generate compute the same numbers. Everything else (GPUs, where SDPA has fused
-kernels that support a bias gradient; torch.compile, which fuses the math path itself; attention dropout; custom
-additive masks) goes to transformers' own SDPA function.
+teacher-forced scoring, rank eval and generate compute the same numbers.
+
+On a GPU, training without attention dropout goes to `flex_biased_attention`: FlexAttention with the bias added
+inside the fused kernel (a `score_mod` reading the bias tensor), whose backward also computes the bias gradient, so
+the bias never forces the unfused path. It runs compiled (torch.compile of flex_attention; inlined when the whole
+model is compiled). `python -m bench.gpu_checks` checks its values and gradients against float64 on the GPU before
+it measures any speed; tests/test_attention.py checks the forward on CPU (FlexAttention has no CPU backward).
+
+Everything else (GPU evaluation and generation, where SDPA's fused kernels take a bias without a gradient;
+torch.compile on CPU, which fuses the math path itself; attention dropout; custom additive masks) goes to
+transformers' own SDPA function.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch.nn.attention.flex_attention import flex_attention
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "blocked"
+FLEX_DEVICES = ("cuda",)  # where training attention runs in FlexAttention (its backward is GPU-only)
 BLOCK_SCORES = 1 << 19  # fp32 scores per block: 2 MB, one L2; measured best of 0.25-16 MB (bench/attention.py)
 
 
@@ -114,6 +126,55 @@ def _applies(module, query, key, attention_mask, dropout: float, scaling: float 
     return attention_mask is None or attention_mask.dtype == torch.bool  # not a custom additive mask
 
 
+@functools.cache
+def _compiled_flex_attention():
+    return torch.compile(flex_attention)  # static shapes first, dynamic after a shape changes (fine-tuning)
+
+
+def flex_biased_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    keep: torch.Tensor | None = None,
+    causal: bool = False,
+    compiled: bool = True,
+) -> torch.Tensor:
+    """softmax(q k^T + bias) v over the allowed keys, T5's attention (no 1/sqrt(d) scale), in one FlexAttention call.
+
+    `bias` is (1 or batch, heads, q, k) and may need a gradient: the score_mod reads it, so FlexAttention's backward
+    returns its gradient. `keep` is a bool tensor broadcastable to (batch, 1, q, k), True where a key may be attended
+    to; `causal` adds k <= q. Both are applied in the score_mod (no block sparsity: T5's decoder self-attention is a
+    small share of a step). Returns (batch, heads, q, head_dim) in the query's dtype. `compiled=False` runs
+    FlexAttention's unfused reference (for tests; it materialises the scores)."""
+    batch, _, q_len, _ = query.shape
+    k_len = key.shape[2]
+    per_example_bias = bias is not None and bias.shape[0] > 1
+    if keep is not None:
+        keep = keep.expand(batch, 1, q_len, k_len)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if bias is not None:
+            score = score + bias[b if per_example_bias else 0, h, q_idx, kv_idx]
+        if keep is not None:
+            score = torch.where(keep[b, 0, q_idx, kv_idx], score, -float("inf"))
+        if causal:
+            score = torch.where(kv_idx <= q_idx, score, -float("inf"))
+        return score
+
+    run = flex_attention if not compiled or torch.compiler.is_compiling() else _compiled_flex_attention()
+    return run(query, key, value, score_mod=score_mod, scale=1.0)
+
+
+def _flex_applies(module, query, key, attention_mask, dropout: float, scaling: float | None) -> bool:
+    """Training on a FLEX_DEVICES device without attention dropout, with T5's unscaled scores and a bool mask."""
+    if query.device.type not in FLEX_DEVICES or not module.training or dropout > 0 or scaling != 1.0:
+        return False
+    if attention_mask is None and getattr(module, "is_causal", False):
+        return query.shape[2] == key.shape[2]
+    return attention_mask is None or attention_mask.dtype == torch.bool
+
+
 def blocked_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -128,6 +189,10 @@ def blocked_attention_forward(
     """transformers' attention-function signature; returns (batch, q, heads, head_dim) output and no weights."""
     if query.shape[0] != key.shape[0]:
         return _over_shared_keys(module, query, key, value, attention_mask, dropout, scaling, position_bias, **kwargs)
+    if _flex_applies(module, query, key, attention_mask, dropout, scaling):
+        causal = attention_mask is None and getattr(module, "is_causal", False) and query.shape[2] > 1
+        out = flex_biased_attention(query, key, value, position_bias, attention_mask, causal)
+        return out.transpose(1, 2).contiguous(), None
     if not _applies(module, query, key, attention_mask, dropout, scaling):
         return sdpa_attention_forward(
             module,

@@ -256,5 +256,90 @@ class SharedKeysTest(parameterized.TestCase):
                 attention.blocked_attention_forward(module, q, keys, keys, mask, scaling=1.0)
 
 
+class FlexTest(parameterized.TestCase):
+    """FlexAttention with T5's bias in the score_mod, the GPU training path. Its forward runs on CPU (compiled or as
+    FlexAttention's unfused reference); its backward is GPU-only and is checked by bench/gpu_checks.py."""
+
+    @parameterized.product(
+        dtype=[torch.float32, torch.bfloat16],
+        mask=["none", "padding", "causal"],
+        bias_batch=[1, 3],
+    )
+    def test_forward_matches_float64(self, dtype, mask, bias_batch):
+        q_len, k_len = (40, 40) if mask == "causal" else (16, 40)
+        q, k, v, bias, _ = inputs(3, 8, q_len, k_len, dtype, bias_batch)
+        keep, masked = None, None
+        if mask == "padding":
+            keep = torch.ones(3, 1, 1, k_len, dtype=torch.bool)
+            keep[0, ..., 30:] = False
+            keep[..., 36:] = False
+            masked = ~keep
+        elif mask == "causal":
+            masked = torch.ones(q_len, k_len, dtype=torch.bool).triu_(1)[None, None]
+        with torch.no_grad():
+            out = attention.flex_biased_attention(
+                q.detach(), k.detach(), v.detach(), bias.detach(), keep, causal=mask == "causal", compiled=False
+            )
+        self.assertEqual(out.dtype, dtype)
+        *_, want = reference(q, k, v, bias, masked)
+        self.assertLess(relative_error(out, want), 2e-5 if dtype == torch.float32 else 2e-2)
+
+    def test_compiled_forward_matches_float64(self):
+        """The kernel torch.compile builds from the same score_mod (the CPU inductor backend here)."""
+        q, k, v, bias, _ = inputs(2, 4, 16, 24, torch.float32)
+        keep = torch.ones(2, 1, 1, 24, dtype=torch.bool)
+        keep[1, ..., 20:] = False
+        with torch.no_grad():
+            out = attention.flex_biased_attention(q.detach(), k.detach(), v.detach(), bias.detach(), keep)
+        *_, want = reference(q, k, v, bias, ~keep)
+        self.assertLess(relative_error(out, want), 2e-5)
+
+    @parameterized.parameters(False, True)
+    def test_model_in_training_mode_equals_eager(self, decoder_mask):
+        """The dispatch passes the right bias, mask and causality for every attention of the model: with the flex
+        path allowed on CPU, a training-mode forward (no grad: no CPU backward) equals the eager implementation."""
+        model = tiny_model().train()
+        batch, dmask = ModelTest().batch()
+        if decoder_mask:
+            batch["decoder_attention_mask"] = dmask
+        with torch.no_grad():
+            want = use(model, "eager")(**batch, use_cache=False).logits
+            with (
+                mock.patch.object(attention, "FLEX_DEVICES", ("cpu",)),
+                mock.patch.object(attention, "_compiled_flex_attention", return_value=attention.flex_attention),
+                mock.patch.object(attention, "flex_biased_attention", wraps=attention.flex_biased_attention) as flex,
+            ):
+                got = use(model, "blocked")(**batch, use_cache=False).logits
+        self.assertEqual(flex.call_count, 6)  # 2 encoder self, 2 decoder self, 2 cross-attention layers
+        self.assertLess(relative_error(got, want.double()), 1e-5)
+
+    @parameterized.named_parameters(
+        ("cpu", dict(), dict(devices=("cuda",))),
+        ("eval", dict(), dict(eval=True)),
+        ("dropout", dict(dropout=0.1), dict()),
+        ("additive_mask", dict(), dict(additive=True)),
+    )
+    def test_not_used(self, model_kw, case):
+        model = use(tiny_model(**model_kw), "blocked").train(not case.get("eval"))
+        module = model.encoder.block[0].layer[0].SelfAttention
+        q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
+        mask = torch.zeros(2, 1, 5, 5) if case.get("additive") else None
+        with (
+            mock.patch.object(attention, "FLEX_DEVICES", case.get("devices", ("cpu",))),
+            mock.patch.object(attention, "flex_biased_attention") as flex,
+        ):
+            attention.blocked_attention_forward(
+                module,
+                q,
+                k,
+                v,
+                mask,
+                dropout=module.dropout if module.training else 0.0,
+                scaling=1.0,
+                position_bias=torch.zeros(1, 4, 5, 5),
+            )
+        flex.assert_not_called()
+
+
 if __name__ == "__main__":
     absltest.main()

@@ -12,8 +12,8 @@ from absl.testing import absltest
 
 from bench import attention as attention_bench
 from bench import collator as collator_bench
+from bench import gpu_checks, pretrain_quality, profile_step, run_all
 from bench import preprocessing as preprocessing_bench
-from bench import pretrain_quality, profile_step, run_all
 from bench import pretrain_throughput as pretrain_bench
 from tests.helpers import REPO
 
@@ -126,6 +126,17 @@ class QuickBenchmarksTest(absltest.TestCase):
         self.assertEqual(profile_step.category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT"), "matmul")
         self.assertEqual(profile_step.category("fmha_cutlassB_bf16_aligned_64x64_k64_sm80"), "attention")
         self.assertEqual(profile_step.category("void at::native::vectorized_elementwise_kernel<4>"), "other")
+
+    def test_gpu_checks_smoke(self):
+        """The GPU script's checks on CPU: the flex kernel's forward, the model and reload checks on the CPU default
+        path; a check that fails stops it before any speed is measured."""
+        output = self.tmp / "gpu_checks.md"
+        self.assertEqual(gpu_checks.main(["--smoke", "--no_speed", "--output", str(output)]), 0)
+        text = output.read_text()
+        self.assertEqual(text.count("| True |"), 6, text)  # 3 kernels, loss, gradients, reload
+        with mock.patch.object(gpu_checks, "passes", return_value=False):
+            self.assertEqual(gpu_checks.main(["--smoke", "--no_speed", "--output", str(output)]), 1)
+        self.assertIn("no speed is reported", output.read_text())
 
     def test_compile_choices_pick_the_grid(self):
         grid = pretrain_bench.grid_rest

@@ -8,13 +8,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 from absl.testing import absltest, parameterized
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 import pre_train_t5
-from t5kit.args import UsageError, bf16_supported
+from t5kit.args import ModelArguments, UsageError, bf16_supported, parse_args
+from t5kit.corpus import PretrainDataArguments
 from t5kit.tokenizer import NUM_SENTINELS, train_tokenizer
 from tests.helpers import REPO, corpus_slice
 
@@ -163,6 +165,16 @@ class TorchCompileTest(parameterized.TestCase):
             self.assertAlmostEqual(compiled[step], eager[step], delta=LOSS_TOLERANCE[precision], msg=f"step {step}")
         self.assertTrue(results.get("torch_compile"), results)
         self.assertEqual(results["precision"], precision)
+
+    def test_on_by_default_only_on_a_gpu(self):
+        argv = ["--output_dir", self.create_tempdir().full_path, "--train_files", "corpus.txt"]
+        parsed = parse_args((ModelArguments, PretrainDataArguments, pre_train_t5.PretrainingArguments), argv)[2]
+        self.assertEqual(parsed.torch_compile, torch.cuda.is_available())
+        with mock.patch.object(torch.cuda, "is_available", return_value=True):
+            self.assertTrue(pre_train_t5.compiles_by_default(use_cpu=False))
+            self.assertFalse(pre_train_t5.compiles_by_default(use_cpu=True))
+        with mock.patch.object(torch.cuda, "is_available", return_value=False):
+            self.assertFalse(pre_train_t5.compiles_by_default(use_cpu=False))
 
 
 class Bf16DefaultTest(absltest.TestCase):
