@@ -12,10 +12,10 @@ from absl.testing import absltest
 
 from bench import attention as attention_bench
 from bench import collator as collator_bench
-from bench import gpu_checks, pretrain_quality, profile_step, run_all
+from bench import gpu_checks, input_dependence, pretrain_quality, profile_step, run_all
 from bench import preprocessing as preprocessing_bench
 from bench import pretrain_throughput as pretrain_bench
-from tests.helpers import REPO
+from tests.helpers import REPO, run_script_here
 
 
 class QuickBenchmarksTest(absltest.TestCase):
@@ -137,6 +137,41 @@ class QuickBenchmarksTest(absltest.TestCase):
         with mock.patch.object(gpu_checks, "passes", return_value=False):
             self.assertEqual(gpu_checks.main(["--smoke", "--no_speed", "--output", str(output)]), 1)
         self.assertIn("no speed is reported", output.read_text())
+
+    def test_input_dependence(self):
+        """0 for a model whose decoder cannot see the encoder (cross-attention outputs zeroed), above 0 otherwise; the
+        command prints a row per model, random_init: controls included, and refuses a file with too few documents."""
+        import random
+
+        import torch
+        from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
+
+        words = [f"w{i}" for i in range(40)]
+        rng = random.Random(0)
+        text = self.tmp / "docs.txt"
+        text.write_text("\n".join([" ".join(rng.choices(words, k=30)) for _ in range(20)] + ["too short"]) + "\n")
+        config = T5Config(vocab_size=384, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=1,
+                          decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # fmt: skip
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(config)
+        seeing, blind = self.tmp / "seeing", self.tmp / "blind"
+        for folder in (seeing, blind):
+            model.save_pretrained(folder)
+            ByT5Tokenizer().save_pretrained(folder)
+            with torch.no_grad():
+                for layer in model.decoder.block:
+                    layer.layer[1].EncDecAttention.o.weight.zero_()
+        documents, short = input_dependence.read_documents(text, 16, seed=0)
+        self.assertEqual((len(documents), short), (16, 1))
+        self.assertEqual(input_dependence.input_dependence(str(blind), documents), 0.0)
+        self.assertGreater(input_dependence.input_dependence(str(seeing), documents), 1e-3)
+        code, out = run_script_here(input_dependence.main, [str(blind), f"random_init:{seeing}", "--text_file",
+                                                            str(text), "--pairs", "8"])  # fmt: skip
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, rf"\| {blind} \| - \| 0.000 \|")
+        self.assertRegex(out, r"\| random_init:\S+ \| 0 \| 0\.\d{3} \|")
+        with self.assertRaisesRegex(SystemExit, "need 40"):
+            input_dependence.main([str(blind), "--text_file", str(text), "--pairs", "20"])
 
     def test_compile_choices_pick_the_grid(self):
         grid = pretrain_bench.grid_rest
