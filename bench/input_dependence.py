@@ -44,6 +44,8 @@ def read_documents(path: Path, count: int, seed: int) -> tuple[list[str], int]:
 def corrupted_inputs(tokenizer, documents: list[str], length: int, span: int) -> torch.Tensor:
     """Each document's first `length` tokens, `span` of them in the middle replaced by <extra_id_0>, then </s>."""
     sentinel = tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    if sentinel is None or sentinel == tokenizer.unk_token_id:
+        raise SystemExit("error: the model's tokenizer has no <extra_id_0>: not a span-corruption T5 tokenizer")
     rows = []
     for text in documents:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][:length]
