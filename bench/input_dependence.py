@@ -13,7 +13,6 @@ A span-corruption model that has learned only unigram statistics scores near 0
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 from t5kit.args import RANDOM_INIT_PREFIX  # noqa: E402
+from t5kit.suite import pretraining_tokens  # noqa: E402
 
 MIN_WORDS = 24  # documents shorter than this are skipped (counted)
 
@@ -74,13 +74,6 @@ def input_dependence(model_dir: str, documents: list[str], length: int = 64, spa
     return float((probs[0::2] - probs[1::2]).abs().sum(-1).mean())
 
 
-def tokens_seen(model_dir: str) -> int | None:
-    if model_dir.startswith(RANDOM_INIT_PREFIX):
-        return 0
-    state = Path(model_dir) / "trainer_state.json"
-    return json.loads(state.read_text(encoding="utf-8")).get("num_input_tokens_seen") if state.is_file() else None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -98,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{opts.pairs} pairs of documents from {opts.text_file} ({short} lines under {MIN_WORDS} words skipped)")
     print("| model | pre-training input tokens | input dependence (L1, 0-2) |\n|---|---:|---:|")
     for model_dir in opts.models:
-        seen = tokens_seen(model_dir)
+        seen = pretraining_tokens(model_dir)
         score = input_dependence(model_dir, documents, opts.length)
         print(f"| {model_dir} | {'-' if seen is None else f'{seen:,}'} | {score:.3f} |", flush=True)
     return 0
