@@ -140,7 +140,8 @@ class QuickBenchmarksTest(absltest.TestCase):
 
     def test_input_dependence(self):
         """0 for a model whose decoder cannot see the encoder (cross-attention outputs zeroed), above 0 otherwise; the
-        command prints a row per model, random_init: controls included, and refuses a file with too few documents."""
+        command prints a row per model, random_init: controls included, and refuses a file with too few documents and a
+        tokenizer without sentinels."""
         import random
 
         import torch
@@ -172,6 +173,11 @@ class QuickBenchmarksTest(absltest.TestCase):
         self.assertRegex(out, r"\| random_init:\S+ \| 0 \| 0\.\d{3} \|")
         with self.assertRaisesRegex(SystemExit, "need 40"):
             input_dependence.main([str(blind), "--text_file", str(text), "--pairs", "20"])
+        no_sentinels = self.tmp / "no_sentinels"
+        model.save_pretrained(no_sentinels)
+        ByT5Tokenizer(extra_ids=0).save_pretrained(no_sentinels)
+        with self.assertRaisesRegex(SystemExit, "has no <extra_id_0>"):
+            input_dependence.input_dependence(str(no_sentinels), documents)
 
     def test_compile_choices_pick_the_grid(self):
         grid = pretrain_bench.grid_rest
