@@ -25,7 +25,7 @@ this):
   per-seed differences (n - 1 degrees of freedom).
 - `suite_results.md`: the same as tables; `suite_results.png`: one bar group per task (and the average) with the
   standard deviation as error bars; `suite_curve.png`: the average against pre-training tokens, for models whose
-  folder records them (checkpoints of one run; random init counts as 0 tokens).
+  folder records them, one line per pre-training run (its checkpoints; its random init counts as 0 tokens).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,21 +396,38 @@ def plot_summary(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
+def run_of(model: str) -> str:
+    """The pre-training run a model comes from: `runs/pt` for `runs/pt`, `runs/pt/checkpoint-500` and
+    `random_init:runs/pt` (its step 0)."""
+    path = Path(model[len(RANDOM_INIT_PREFIX) :] if model.startswith(RANDOM_INIT_PREFIX) else model)
+    return str(path.parent if re.fullmatch(r"checkpoint-\d+", path.name) else path)
+
+
+def curve_series(summary: dict[str, Any]) -> dict[str, list[tuple[int, float, float, str]]]:
+    """Per pre-training run, its models' (tokens, average mean, average std, model), by tokens; models whose
+    pre-training tokens are unknown are left out."""
+    series: dict[str, list[tuple[int, float, float, str]]] = {}
+    for model, info in summary["per_model"].items():
+        if info["pretraining_tokens"] is not None and info["average"]:
+            point = (info["pretraining_tokens"], info["average"]["mean"], info["average"]["std"], model)
+            series.setdefault(run_of(model), []).append(point)
+    return {run: sorted(points) for run, points in series.items()}
+
+
 def plot_curve(summary: dict[str, Any], path: Path) -> bool:
-    """The average against pre-training tokens; False (nothing written) with fewer than 2 such points."""
-    points = sorted(
-        (info["pretraining_tokens"], info["average"], model)
-        for model, info in summary["per_model"].items()
-        if info["pretraining_tokens"] is not None and info["average"]
-    )
-    if len(points) < 2:
+    """The average against pre-training tokens, one line per pre-training run (its checkpoints, with its random
+    init at 0 tokens); False (nothing written) with fewer than 2 points in all."""
+    series = curve_series(summary)
+    if sum(len(points) for points in series.values()) < 2:
         return False
     fig, ax = pyplot().subplots(figsize=(6, 4))
-    ax.errorbar([p[0] / 1e6 for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["std"] for p in points],
-                marker="o", capsize=3)  # fmt: skip
+    for run, points in series.items():
+        ax.errorbar([p[0] / 1e6 for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                    marker="o", capsize=3, label=run)  # fmt: skip
     ax.set_xlabel("pre-training input tokens (millions; 0 = random init)")
     ax.set_ylabel("suite average (0-100)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     save_figure(fig, path)
     return True
 

@@ -124,6 +124,14 @@ class SummaryTest(absltest.TestCase):
         }}  # fmt: skip
         self.assertTrue(suite.plot_curve(summary, self.dir / "curve.png"))
         self.assertGreater((self.dir / "curve.png").stat().st_size, 0)
+        # One line per pre-training run; two runs at the same token count are two points, not a crash.
+        avg = {"mean": 50.0, "std": 1.0}
+        runs = {f"random_init:{run}": 0, str(run / "checkpoint-5"): 4_100, str(run): 8_200_000, "runB": 4_100}
+        two_runs = {"per_model": {m: {"pretraining_tokens": n, "average": avg} for m, n in runs.items()}}
+        series = suite.curve_series(two_runs)
+        self.assertEqual({k: [p[3] for p in v] for k, v in series.items()},
+                         {str(run): [f"random_init:{run}", str(run / "checkpoint-5"), str(run)], "runB": ["runB"]})
+        self.assertTrue(suite.plot_curve(two_runs, self.dir / "two_runs.png"))
         del summary["per_model"]["b"]
         self.assertFalse(suite.plot_curve(summary, self.dir / "none.png"))  # one point is no curve
 
