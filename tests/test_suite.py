@@ -129,8 +129,10 @@ class SummaryTest(absltest.TestCase):
         runs = {f"random_init:{run}": 0, str(run / "checkpoint-5"): 4_100, str(run): 8_200_000, "runB": 4_100}
         two_runs = {"per_model": {m: {"pretraining_tokens": n, "average": avg} for m, n in runs.items()}}
         series = suite.curve_series(two_runs)
-        self.assertEqual({k: [p[3] for p in v] for k, v in series.items()},
-                         {str(run): [f"random_init:{run}", str(run / "checkpoint-5"), str(run)], "runB": ["runB"]})
+        self.assertEqual(
+            {k: [p[3] for p in v] for k, v in series.items()},
+            {str(run): [f"random_init:{run}", str(run / "checkpoint-5"), str(run)], "runB": ["runB"]},
+        )
         self.assertTrue(suite.plot_curve(two_runs, self.dir / "two_runs.png"))
         del summary["per_model"]["b"]
         self.assertFalse(suite.plot_curve(summary, self.dir / "none.png"))  # one point is no curve
