@@ -26,12 +26,19 @@ objective's raw length (568 for span corruption, 511 for ul2, 512 for prefix_lm 
 padding: ul2 and prefix_lm pad each batch to its own longest input and target (span corruption's are fixed), so the
 report gives the mean padded widths and the share of input and target positions that are padding, over 16 batches.
 Every objective's output is checked: inputs plus labels (mode token and sentinels removed) rebuild every block.
+
+PMI masking (--objective pmi) needs real tokens: its n-grams are matched against a tokenizer's pieces. So it is timed
+on its own setup, against span corruption with the same tokenizer and blocks: a SentencePiece tokenizer
+(`--pmi_tokenizer_size` pieces) and a PMI vocabulary (n-grams seen at least 10 times) both built from the corpus
+file, the corpus tokenized and packed into raw blocks, both collators called on the same batch in alternating order,
+both outputs checked. Reported: examples/s, the ratio, and the n-gram spans and fallbacks of the PMI batches.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,9 +75,10 @@ class T5LayoutVocabulary:
 
 
 MODE_TOKENS = dc.objective_special_tokens(dc.UL2)
-# Objectives timed (pmi needs an n-gram vocabulary matched against a real tokenizer's pieces: not this stand-in).
+# Objectives timed on the stand-in vocabulary (pmi needs real tokens: time_pmi times it apart).
 OBJECTIVES = (dc.SPAN_CORRUPTION, dc.UL2, dc.PREFIX_LM)
 SAMPLE_BATCHES = 16  # batches whose padding is measured, per objective
+T5_BASE_GPU_EXAMPLES_PER_S = 230  # about what a T5-base training step consumes on one GPU (docs/objectives.md)
 
 
 def corpus_blocks(raw_length: int, count: int) -> np.ndarray:
@@ -178,6 +186,51 @@ def time_objectives(args, vocab) -> dict:
     return {"batch_size": batch, "contention": contention, "results": results}
 
 
+def time_pmi(args) -> dict:
+    """PMI masking against span corruption with a tokenizer and a PMI vocabulary built from the corpus file."""
+    from t5kit.pmi import build_vocabulary
+    from t5kit.tokenizer import train_tokenizer
+
+    lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = train_tokenizer(lines, args.pmi_tokenizer_size, Path(tmp) / "tokenizer")
+    vocabulary, _ = build_vocabulary([str(CORPUS)], size=50_000, progress=False, log=None)
+    setup_s = time.perf_counter() - started
+    settings = dict(input_length=args.input_length, seed=0, noise_density=args.noise_density,
+                    mean_noise_span_length=args.mean_noise_span_length)  # fmt: skip
+    span = dc.make_pretraining_collator(dc.SPAN_CORRUPTION, tokenizer, **settings)
+    pmi = dc.make_pretraining_collator(dc.PMI, tokenizer, pmi_vocabulary=vocabulary, **settings)
+    batch, raw_length = args.batch_size, span.raw_length
+    ids: list[int] = []
+    for row in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids += [*row, tokenizer.eos_token_id]
+        if len(ids) >= batch * raw_length:
+            break
+    if len(ids) < batch * raw_length:
+        raise SystemExit(f"{CORPUS}: {len(ids)} tokens, fewer than {batch} blocks of {raw_length}")
+    blocks = np.asarray(ids[: batch * raw_length], dtype=np.int64).reshape(batch, raw_length)
+    examples = [{"input_ids": blocks[i], "idx": i, "epoch": 0} for i in range(batch)]
+    for collator in (pmi, span):  # correctness, and one untimed warm-up call each
+        check_span_corruption(collator(examples), list(blocks), tokenizer, args.input_length)
+    spans_before = pmi.stats["ngram_spans"], pmi.stats["fallbacks"], pmi.stats["examples"]
+    timed = time_pair(pmi, span, examples, args.repeats)  # "ours" is PMI, "plain" span corruption
+    examples_seen = pmi.stats["examples"] - spans_before[2]
+    return {
+        "batch_size": batch,
+        "tokenizer_size": len(tokenizer),
+        "vocabulary_ngrams": len(vocabulary),
+        "setup_s": setup_s,
+        "contention": timed["contention"],
+        "pmi": timed["ours"],
+        "span_corruption": timed["plain"],
+        "ratio": timed["ratio"],  # span corruption's time over PMI's: PMI's examples/s over span corruption's
+        "ngram_spans_per_example": (pmi.stats["ngram_spans"] - spans_before[0]) / examples_seen,
+        "fallbacks": pmi.stats["fallbacks"] - spans_before[1],
+        "examples": examples_seen,
+    }
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch_size", type=int, default=64, help="the headline batch size")
@@ -193,11 +246,13 @@ def parse_args(argv):
         choices=OBJECTIVES,
         help="objectives timed at the headline batch size (the first is the baseline of the ratios)",
     )
+    p.add_argument("--pmi_tokenizer_size", type=int, default=8000, help="pieces of the tokenizer PMI is timed with")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 repeats, batch sizes 2 and 8, inputs 64")
     p.add_argument("--output", default=str(common.RESULTS_DIR / "collator.md"), help="markdown written here")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.batch_sizes, args.batch_size, args.input_length = 3, [2, 8], 8, 64
+        args.pmi_tokenizer_size = 1000
     if args.batch_size not in args.batch_sizes:
         args.batch_sizes = sorted({*args.batch_sizes, args.batch_size})
     return args
@@ -236,12 +291,16 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in objectives["results"].items():
         speed = f"{r['examples_per_s']:,.0f} ex/s ({r['ratio_to_first']:.2f}x {args.objectives[0]})"
         print(f"{name}: {speed}, padding {r['input_padding']:.0%} of inputs, {r['target_padding']:.0%} of targets")
+    pmi = time_pmi(args)
+    speeds = pmi["pmi"]["examples_per_s"], pmi["span_corruption"]["examples_per_s"]
+    print(f"pmi: {speeds[0]:,.0f} ex/s, span corruption {speeds[1]:,.0f} ex/s (same tokens): {pmi['ratio']:.2f}x")
     summary = {
         "raw_length": raw_length,
         "target_length": target_length,
         "results": results,
         "headline": results[args.batch_size],
         "objectives": objectives,
+        "pmi": pmi,
         "seconds": time.perf_counter() - started,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +357,7 @@ def render(args, summary: dict, machine: dict) -> str:
         "sequential RNG, so its masks depend on batch composition and worker count.",
     ]
     lines += render_objectives(args, summary["objectives"])
+    lines += render_pmi(args, summary["pmi"])
     lines += ["", f"- Run time: {summary['seconds']:.0f} s."]
     worst = max((r["contention"] or 0.0 for r in results.values()), default=0.0)
     lines += common.report_tail(
@@ -334,6 +394,30 @@ def render_objectives(args, objectives: dict) -> list[str]:
         "lengths are fixed, so its only padding is the few positions its inputs and targets leave free.",
     ]
     return lines
+
+
+def render_pmi(args, pmi: dict) -> list[str]:
+    p, s = pmi["pmi"], pmi["span_corruption"]
+    return [
+        "",
+        f"### PMI masking (batch {pmi['batch_size']}, {args.input_length} inputs, real tokens)",
+        "",
+        f"A tokenizer of {pmi['tokenizer_size']:,} pieces and a PMI vocabulary of {pmi['vocabulary_ngrams']:,} "
+        f"n-grams built from {CORPUS.name} of {CORPUS.parent.name} ({pmi['setup_s']:.1f} s), the corpus packed into "
+        "blocks; "
+        f"{args.repeats} timed calls each, interleaved. CPU taken by others: {_share(pmi['contention'])}.",
+        "",
+        "| collator | examples/s (median / best) | ms per batch (median) |",
+        "|---|---:|---:|",
+        f"| pmi | {p['examples_per_s']:,.0f} / {p['best_examples_per_s']:,.0f} | {p['median_ms']:.2f} |",
+        f"| span_corruption | {s['examples_per_s']:,.0f} / {s['best_examples_per_s']:,.0f} | {s['median_ms']:.2f} |",
+        "",
+        f"- **PMI masking runs at {pmi['ratio']:.2f}x span corruption's speed**; "
+        f"{pmi['ngram_spans_per_example']:.1f} n-gram spans per example, {pmi['fallbacks']} of {pmi['examples']} "
+        "examples fell back to T5's mask.",
+        f"- A T5-base training step on one GPU consumes about {T5_BASE_GPU_EXAMPLES_PER_S} examples/s: PMI's collator "
+        f"does {p['examples_per_s'] / T5_BASE_GPU_EXAMPLES_PER_S:.1f}x that on one core.",
+    ]
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ class QuickBenchmarksTest(absltest.TestCase):
         text = output.read_text()
         self.assertIn("| 8 |", text)
         self.assertIn("Machine:", text)
+        pmi = summary["pmi"]  # real tokens and a PMI vocabulary from the corpus: n-grams are found and masked
+        self.assertGreater(pmi["vocabulary_ngrams"], 0)
+        self.assertGreater(pmi["ngram_spans_per_example"], 0)
+        self.assertGreater(pmi["ratio"], 0)
+        self.assertIn("| pmi |", text)
 
     def test_attention_quick(self):
         output = self.tmp / "attention.md"
