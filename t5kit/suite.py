@@ -25,7 +25,8 @@ this):
   per-seed differences (n - 1 degrees of freedom).
 - `suite_results.md`: the same as tables; `suite_results.png`: one bar group per task (and the average) with the
   standard deviation as error bars; `suite_curve.png`: the average against pre-training tokens, for models whose
-  folder records them, one line per pre-training run (its checkpoints; its random init counts as 0 tokens).
+  folder records them, one line per pre-training run (its checkpoints; its random init counts as 0 tokens). A run
+  that continued pre-training from another run folder counts that folder's tokens too.
 """
 
 from __future__ import annotations
@@ -204,15 +205,27 @@ def prepare_dir(suite_dir: Path, spec: SuiteSpec, sweep: dict) -> Path:
 # The comparison, from the run folders
 
 
-def pretraining_tokens(model: str) -> int | None:
-    """Input tokens the model was pre-trained on, from its folder's trainer_state.json; 0 for a random init."""
+def pretraining_tokens(model: str, _seen: frozenset[Path] = frozenset()) -> int | None:
+    """Input tokens the model was pre-trained on, from its folder's trainer_state.json; 0 for a random init. A run
+    that continued another model's pre-training (`model_name_or_path` in its args.yaml) adds that model's tokens;
+    None (unknown) when they are not known, e.g. a hub model or a folder that is gone."""
     if model.startswith(RANDOM_INIT_PREFIX):
         return 0
-    state = Path(model).expanduser() / "trainer_state.json"
-    if not state.is_file():
+    folder = Path(model).expanduser()
+    state = folder / "trainer_state.json"
+    if not state.is_file() or folder.resolve() in _seen:
         return None
     tokens = json.loads(state.read_text(encoding="utf-8")).get("num_input_tokens_seen")
-    return int(tokens) if isinstance(tokens, (int, float)) and tokens > 0 else None
+    if not (isinstance(tokens, (int, float)) and tokens > 0):
+        return None
+    run = folder.parent if re.fullmatch(r"checkpoint-\d+", folder.name) else folder
+    args = run / "args.yaml"
+    flags = (yaml.safe_load(args.read_text(encoding="utf-8")) or {}) if args.is_file() else {}
+    base = flags.get("model_name_or_path") if isinstance(flags, dict) else None
+    if not base or flags.get("random_init") or str(base).startswith(RANDOM_INIT_PREFIX):
+        return int(tokens)  # pre-trained from scratch
+    before = pretraining_tokens(str(base), _seen | {folder.resolve()})
+    return None if before is None else before + int(tokens)
 
 
 def collect_runs(suite_dir: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from absl.testing import absltest, parameterized
 
 import pre_train_t5
@@ -116,6 +117,19 @@ class SummaryTest(absltest.TestCase):
         self.assertEqual(suite.pretraining_tokens(str(run / "checkpoint-5")), 4_100)
         self.assertEqual(suite.pretraining_tokens(f"random_init:{run}"), 0)
         self.assertIsNone(suite.pretraining_tokens("t5-small"))  # a hub name: unknown
+        # Continued pre-training (args.yaml names the model it started from) counts that model's tokens too.
+        cont = self.dir / "runA_indomain"
+        (cont / "checkpoint-2").mkdir(parents=True)
+        (cont / "trainer_state.json").write_text(json.dumps({"num_input_tokens_seen": 300}))
+        (cont / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"num_input_tokens_seen": 200}))
+        (cont / "args.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(run), "random_init": False}))
+        self.assertEqual(suite.pretraining_tokens(str(cont)), 8_200_300)
+        self.assertEqual(suite.pretraining_tokens(str(cont / "checkpoint-2")), 8_200_200)
+        (cont / "args.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(run), "random_init": True}))
+        self.assertEqual(suite.pretraining_tokens(str(cont)), 300)  # from scratch in the base's architecture
+        for base in ("t5-small", str(cont)):  # a base whose tokens are unknown, and a loop
+            (cont / "args.yaml").write_text(yaml.safe_dump({"model_name_or_path": base}))
+            self.assertIsNone(suite.pretraining_tokens(str(cont)))
         self.assertEqual([suite.format_tokens(n) for n in (8_200_000, 4_100, 0)], ["8.2M", "4.1k", "0"])
         summary = {"per_model": {
             "a": {"pretraining_tokens": 0, "average": {"mean": 50.0, "std": 1.0}},
