@@ -55,7 +55,8 @@ def run(command: list[str], log: Path) -> float:
 
 
 def task_texts(tasks: tuple[str, ...], data_dir: Path) -> list[str]:
-    """The unlabeled input text of each task's training split, one document per example."""
+    """The unlabeled input text of each task's training split, one document per example (its whitespace runs, line
+    breaks included, made single spaces, so that a document is one line)."""
     docs = []
     for name in tasks:
         benchmark, _, task = name.partition("/")
@@ -64,10 +65,20 @@ def task_texts(tasks: tuple[str, ...], data_dir: Path) -> list[str]:
         train = load_splits(spec, args, train=True, evaluate=False, predict=False).train
         columns = [column for _, column in spec.input_fields]
         for row in train.select_columns(columns):
-            text = " ".join(row[c].strip() for c in columns if isinstance(row[c], str) and row[c].strip())
+            text = " ".join(" ".join(row[c].split()) for c in columns if isinstance(row[c], str) and row[c].strip())
             if text:
                 docs.append(text)
     return docs
+
+
+def write_task_text(path: Path | str) -> Path:
+    """`task_texts` of the suite's tasks from <shared data>, one document per line, written to `path`."""
+    path = Path(path)
+    docs = task_texts(TASKS, common.SHARED_DATA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(docs) + "\n", encoding="utf-8")
+    print(f"[payoff] in-domain text: {len(docs)} documents from the training splits of {', '.join(TASKS)}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,10 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                                 *corpus, "--output_dir", str(pt), "--resume_from_checkpoint", "latest"],
                                work / "logs" / "pretrain.log"))  # fmt: skip
     if "indomain" in args.stages and not (indomain / "all_results.json").is_file():
-        text = work / "task_train_text.txt"
-        docs = task_texts(TASKS, common.SHARED_DATA)
-        text.write_text("\n".join(docs) + "\n", encoding="utf-8")
-        print(f"[payoff] in-domain text: {len(docs)} documents from the training splits of {', '.join(TASKS)}")
+        text = write_task_text(work / "task_train_text.txt")
         record(
             "indomain",
             run(

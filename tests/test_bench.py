@@ -12,7 +12,7 @@ from absl.testing import absltest
 
 from bench import attention as attention_bench
 from bench import collator as collator_bench
-from bench import gpu_checks, input_dependence, pretrain_quality, profile_step, run_all
+from bench import gpu_checks, input_dependence, pretrain_quality, pretraining_payoff, profile_step, run_all
 from bench import preprocessing as preprocessing_bench
 from bench import pretrain_throughput as pretrain_bench
 from tests.helpers import REPO, run_script_here
@@ -183,6 +183,18 @@ class QuickBenchmarksTest(absltest.TestCase):
         ByT5Tokenizer(extra_ids=0).save_pretrained(no_sentinels)
         with self.assertRaisesRegex(SystemExit, "has no <extra_id_0>"):
             input_dependence.input_dependence(str(no_sentinels), documents)
+
+    def test_task_text_for_in_domain_pre_training(self):
+        path = pretraining_payoff.write_task_text(self.tmp / "text" / "tasks.txt")
+        lines = path.read_text(encoding="utf-8").split("\n")
+        self.assertEqual(lines[-1], "")  # newline-terminated
+        lines = lines[:-1]
+        # One line per training example: the official train split sizes of SST-2, CoLA, RTE (GLUE) and CB (SuperGLUE).
+        self.assertLen(lines, 67_349 + 8_551 + 2_490 + 250)
+        self.assertEqual(lines[0], "hide new secretions from the parental units")  # SST-2's first row, no label
+        rte = "No Weapons of Mass Destruction Found in Iraq Yet. Weapons of Mass Destruction Found in Iraq."
+        self.assertIn(rte, lines)  # both sentences of RTE's first pair
+        self.assertFalse([line for line in lines if not line.strip() or "\t" in line])
 
     def test_compile_choices_pick_the_grid(self):
         grid = pretrain_bench.grid_rest
