@@ -25,8 +25,9 @@ this):
   per-seed differences (n - 1 degrees of freedom).
 - `suite_results.md`: the same as tables; `suite_results.png`: one bar group per task (and the average) with the
   standard deviation as error bars; `suite_curve.png`: the average against pre-training tokens, for models whose
-  folder records them, one line per pre-training run (its checkpoints; its random init counts as 0 tokens). A run
-  that continued pre-training from another run folder counts that folder's tokens too.
+  folder records them, one line per pre-training run (its checkpoints; its random init counts as 0 tokens, or a
+  random init of another run folder with the same architecture and tokenizer). A run that continued pre-training
+  from another run folder counts that folder's tokens too.
 """
 
 from __future__ import annotations
@@ -218,14 +219,31 @@ def pretraining_tokens(model: str, _seen: frozenset[Path] = frozenset()) -> int 
     tokens = json.loads(state.read_text(encoding="utf-8")).get("num_input_tokens_seen")
     if not (isinstance(tokens, (int, float)) and tokens > 0):
         return None
-    run = folder.parent if re.fullmatch(r"checkpoint-\d+", folder.name) else folder
-    args = run / "args.yaml"
-    flags = (yaml.safe_load(args.read_text(encoding="utf-8")) or {}) if args.is_file() else {}
-    base = flags.get("model_name_or_path") if isinstance(flags, dict) else None
-    if not base or flags.get("random_init") or str(base).startswith(RANDOM_INIT_PREFIX):
+    base = continued_from(model)
+    if base is None:
         return int(tokens)  # pre-trained from scratch
     before = pretraining_tokens(str(base), _seen | {folder.resolve()})
     return None if before is None else before + int(tokens)
+
+
+def continued_from(model: str) -> str | None:
+    """The model whose pre-training a run folder (or its checkpoint) continued: `model_name_or_path` of the run's
+    args.yaml; None for a run that started from random weights, or without args.yaml."""
+    args = Path(run_of(model)).expanduser() / "args.yaml"
+    flags = yaml.safe_load(args.read_text(encoding="utf-8")) if args.is_file() else None
+    base = flags.get("model_name_or_path") if isinstance(flags, dict) else None
+    if not base or flags.get("random_init") or str(base).startswith(RANDOM_INIT_PREFIX):
+        return None
+    return str(base)
+
+
+def same_architecture_and_tokenizer(a: str, b: str) -> bool:
+    """Whether two run folders hold byte-identical config.json and tokenizer.json files."""
+    names = ("config.json", "tokenizer.json")
+    files = [[Path(folder).expanduser() / name for name in names] for folder in (a, b)]
+    if not all(path.is_file() for paths in files for path in paths):
+        return False
+    return all(x.read_bytes() == y.read_bytes() for x, y in zip(*files))
 
 
 def collect_runs(suite_dir: Path) -> list[dict[str, Any]]:
@@ -418,12 +436,19 @@ def run_of(model: str) -> str:
 
 def curve_series(summary: dict[str, Any]) -> dict[str, list[tuple[int, float, float, str]]]:
     """Per pre-training run, its models' (tokens, average mean, average std, model), by tokens; models whose
-    pre-training tokens are unknown are left out."""
+    pre-training tokens are unknown are left out. A run from scratch without its own random init starts at a random
+    init of another run folder with the same architecture and tokenizer (one control shared by several runs)."""
     series: dict[str, list[tuple[int, float, float, str]]] = {}
     for model, info in summary["per_model"].items():
         if info["pretraining_tokens"] is not None and info["average"]:
             point = (info["pretraining_tokens"], info["average"]["mean"], info["average"]["std"], model)
             series.setdefault(run_of(model), []).append(point)
+    starts = [point for points in series.values() for point in points if point[3].startswith(RANDOM_INIT_PREFIX)]
+    for run, points in series.items():
+        if any(point[0] == 0 for point in points) or continued_from(run) is not None:
+            continue
+        shared = [point for point in starts if same_architecture_and_tokenizer(run_of(point[3]), run)]
+        points.extend(shared[:1])
     return {run: sorted(points) for run, points in series.items()}
 
 

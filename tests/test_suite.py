@@ -148,6 +148,24 @@ class SummaryTest(absltest.TestCase):
             {str(run): [f"random_init:{run}", str(run / "checkpoint-5"), str(run)], "runB": ["runB"]},
         )
         self.assertTrue(suite.plot_curve(two_runs, self.dir / "two_runs.png"))
+        # One random-init control shared by two runs of the same architecture and tokenizer starts both lines; a
+        # run of another architecture, or one that continued another run, does not start there.
+        for folder, config in ((run, "a"), (self.dir / "runB", "a"), (self.dir / "runC", "b"), (cont, "a")):
+            folder.mkdir(exist_ok=True)
+            (folder / "config.json").write_text(config)
+            (folder / "tokenizer.json").write_text("t")
+        (cont / "args.yaml").write_text(yaml.safe_dump({"model_name_or_path": str(run)}))
+        runs = {f"random_init:{run}": 0, str(self.dir / "runB"): 4_100, str(self.dir / "runC"): 4_100, str(cont): 9}
+        shared = {"per_model": {m: {"pretraining_tokens": n, "average": avg} for m, n in runs.items()}}
+        self.assertEqual(
+            {k: [p[3] for p in v] for k, v in suite.curve_series(shared).items()},
+            {
+                str(run): [f"random_init:{run}"],
+                str(self.dir / "runB"): [f"random_init:{run}", str(self.dir / "runB")],
+                str(self.dir / "runC"): [str(self.dir / "runC")],
+                str(cont): [str(cont)],
+            },
+        )
         del summary["per_model"]["b"]
         self.assertFalse(suite.plot_curve(summary, self.dir / "none.png"))  # one point is no curve
 
