@@ -14,6 +14,8 @@ How it runs: the suite is a grid sweep over (model_name_or_path, dataset_name, s
 `<suite_dir>/suite_sweep.yaml` with every fixed flag of `--config` and `--set`, and run by the offline sweep runner
 (t5kit/sweep.py): one run folder per trial under `<suite_dir>/trials/`, resumable (finished runs are not run again, an
 interrupted one resumes from its checkpoint), `--launcher python` (default), `"accelerate launch"` or any prefix.
+A task that needs another budget (`--task_set glue/cola:max_steps=1000`: every model gets it, so the comparison stays
+fair) is a grid sweep of its own, in `<suite_dir>/task_flags/glue-cola/`, run after the others.
 Every run logs to W&B (offline when there is no server) in the group `suite-<suite_dir name>` (`WANDB_RUN_GROUP`).
 
 What it writes, recomputed from the runs' own `all_results.json` files each time it ends (`--report_only` does only
@@ -38,7 +40,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,8 @@ OWNED_FLAGS = (*GRID_FLAGS, "output_dir", "benchmark")
 # Every trial needs a final metric for the runner to call it finished; every fine-tuning evaluation logs the loss.
 RUNNER_METRIC = {"name": "eval/loss", "goal": "minimize"}
 DEFAULT_FLAGS = {"do_train": True, "do_eval": True}
+# A task with flags of its own (--task_set) is a sweep of its own in <suite_dir>/task_flags/<benchmark>-<task>/.
+TASK_FLAGS_DIR = "task_flags"
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,22 @@ class SuiteSpec:
     seeds: tuple[int, ...]
     baseline: str | None
     flags: dict[str, Any]
+    task_flags: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> flags over `flags` for its runs
 
     def as_dict(self) -> dict[str, Any]:
-        return {"models": list(self.models), "tasks": list(self.tasks), "seeds": list(self.seeds),
+        held = {"models": list(self.models), "tasks": list(self.tasks), "seeds": list(self.seeds),
                 "baseline": self.baseline, "flags": self.flags}  # fmt: skip
+        return held | {"task_flags": self.task_flags} if self.task_flags else held
+
+    def flags_of(self, task: str) -> dict[str, Any]:
+        return {**self.flags, **self.task_flags.get(task, {})}
+
+    def groups(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(folder under the suite folder, tasks) per sweep: the tasks without flags of their own in the suite folder
+        itself, each task with some in task_flags/<benchmark>-<task>."""
+        plain = tuple(t for t in self.tasks if t not in self.task_flags)
+        own = [(f"{TASK_FLAGS_DIR}/{t.replace('/', '-')}", (t,)) for t in self.tasks if t in self.task_flags]
+        return ([(".", plain)] if plain else []) + own
 
 
 def _task_spec(name: str):
@@ -128,18 +144,40 @@ def read_flags(config: str | None, sets: list[str]) -> dict[str, Any]:
         if not isinstance(values, dict):
             raise SweepError(f"--config {config}: expected a mapping of fine_tune_t5.py flags to values")
         flags.update(values)
-    for item in sets:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise SweepError(f"--set {item!r}: expected NAME=VALUE")
-        flags[name.lstrip("-")] = value
+    flags.update(_name_value(item, "--set") for item in sets)
     for name, value in flags.items():
-        if name in OWNED_FLAGS:
-            raise SweepError(f"flag {name} is set by the suite per run (--models, --tasks, --seeds, --suite_dir); "
-                             f"remove it from --config/--set")  # fmt: skip
-        if value is None or isinstance(value, (list, dict)):
-            raise SweepError(f"flag {name}: {value!r} cannot be passed as --{name}=VALUE; give a single value")
+        _check_flag(name, value)
     return flags
+
+
+def _name_value(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        raise SweepError(f"{option} {item!r}: expected NAME=VALUE")
+    return name.lstrip("-"), value
+
+
+def _check_flag(name: str, value: Any) -> None:
+    if name in OWNED_FLAGS:
+        raise SweepError(f"flag {name} is set by the suite per run (--models, --tasks, --seeds, --suite_dir); "
+                         f"remove it from --config/--set/--task_set")  # fmt: skip
+    if value is None or isinstance(value, (list, dict)):
+        raise SweepError(f"flag {name}: {value!r} cannot be passed as --{name}=VALUE; give a single value")
+
+
+def read_task_flags(items: list[str], tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """--task_set TASK:NAME=VALUE: a fine-tuning flag for one task's runs, over --config and --set."""
+    task_flags: dict[str, dict[str, Any]] = {}
+    for item in items:
+        task, sep, setting = item.partition(":")
+        if not sep:
+            raise SweepError(f"--task_set {item!r}: expected TASK:NAME=VALUE, e.g. glue/cola:max_steps=1000")
+        if task not in tasks:
+            raise SweepError(f"--task_set {item!r}: {task} is not one of --tasks ({' '.join(tasks)})")
+        name, value = _name_value(setting, "--task_set")
+        _check_flag(name, value)
+        task_flags.setdefault(task, {})[name] = value
+    return {task: task_flags[task] for task in tasks if task in task_flags}  # in --tasks order
 
 
 def build_spec(opts: argparse.Namespace) -> SuiteSpec:
@@ -155,29 +193,33 @@ def build_spec(opts: argparse.Namespace) -> SuiteSpec:
         baseline = next((m for m in models if m.startswith(RANDOM_INIT_PREFIX)), None)
     elif baseline not in models:
         raise SweepError(f"--baseline {baseline} is not one of --models")
-    return SuiteSpec(models, tasks, seeds, baseline, read_flags(opts.config, opts.set))
+    return SuiteSpec(models, tasks, seeds, baseline, read_flags(opts.config, opts.set),
+                     read_task_flags(opts.task_set, tasks))  # fmt: skip
 
 
-def sweep_config(spec: SuiteSpec, launcher_command: list[str] | None = None) -> dict[str, Any]:
-    """The grid sweep of the suite, in W&B's sweep format (also valid for `wandb sweep`)."""
+def sweep_config(spec: SuiteSpec, tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The grid sweep of the suite's `tasks` (all by default; they must share their flags), in W&B's sweep format
+    (also valid for `wandb sweep`)."""
+    tasks = spec.tasks if tasks is None else tasks
     parameters: dict[str, Any] = {
         "model_name_or_path": {"values": list(spec.models)},
-        "dataset_name": {"values": list(spec.tasks)},
+        "dataset_name": {"values": list(tasks)},
         "seed": {"values": list(spec.seeds)},
     }
-    parameters.update({name: {"value": value} for name, value in spec.flags.items()})
+    parameters.update({name: {"value": value} for name, value in spec.flags_of(tasks[0]).items()})
     return {
         "program": str(PROGRAM),
         "method": "grid",
         "metric": dict(RUNNER_METRIC),
         "parameters": parameters,
-        "command": launcher_command or ["${env}", "${interpreter}", "${program}", "${args}"],
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
     }
 
 
-def prepare_dir(suite_dir: Path, spec: SuiteSpec, sweep: dict) -> Path:
-    """Writes suite.json and the sweep file. A folder that holds another suite is refused, not mixed, except when the
-    new one only adds models (the same tasks, seeds, flags and baseline): its finished runs are kept."""
+def prepare_dir(suite_dir: Path, spec: SuiteSpec) -> list[Path]:
+    """Writes suite.json and a sweep file per group of tasks that share their flags (SuiteSpec.groups); returns the
+    sweep files. A folder that holds another suite is refused, not mixed, except when the new one only adds models
+    (the same tasks, seeds, flags and baseline): its finished runs are kept."""
     suite_dir.mkdir(parents=True, exist_ok=True)
     spec_path = suite_dir / SPEC_FILE
     new = json.loads(json.dumps(spec.as_dict()))
@@ -185,21 +227,25 @@ def prepare_dir(suite_dir: Path, spec: SuiteSpec, sweep: dict) -> Path:
     if spec_path.is_file():
         held = json.loads(spec_path.read_text(encoding="utf-8"))
         extends = held != new and set(held["models"]) <= set(new["models"]) and all(
-            held[key] == new[key] for key in ("tasks", "seeds", "flags", "baseline"))  # fmt: skip
+            held.get(key) == new.get(key) for key in ("tasks", "seeds", "flags", "baseline", "task_flags"))  # fmt: skip
         if held != new and not extends:
             raise SweepError(
                 f"{suite_dir} holds a suite with other tasks, seeds, flags or baseline ({spec_path}); rerun it with "
                 "the same ones to resume (adding --models is fine), or pass another --suite_dir"
             )
-    sweep_path = suite_dir / SWEEP_FILE
-    sweep_path.write_text(yaml.safe_dump(sweep, sort_keys=False), encoding="utf-8")
-    state_path = suite_dir / STATE_FILE
-    if extends and state_path.is_file():  # the runner resumes a sweep only with its own grid: give it the larger one
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        state["fingerprint"] = fingerprint_of(load_sweep(sweep_path), {})
-        state_path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    sweep_paths = []
+    for folder, tasks in spec.groups():
+        sweep_path = suite_dir / folder / SWEEP_FILE
+        sweep_path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_path.write_text(yaml.safe_dump(sweep_config(spec, tasks), sort_keys=False), encoding="utf-8")
+        state_path = sweep_path.parent / STATE_FILE
+        if extends and state_path.is_file():  # the runner resumes a sweep only with its own grid: the larger one
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            state["fingerprint"] = fingerprint_of(load_sweep(sweep_path), {})
+            state_path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        sweep_paths.append(sweep_path)
     spec_path.write_text(json.dumps(new, indent=1) + "\n", encoding="utf-8")
-    return sweep_path
+    return sweep_paths
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -246,13 +292,18 @@ def same_architecture_and_tokenizer(a: str, b: str) -> bool:
     return all(x.read_bytes() == y.read_bytes() for x, y in zip(*files))
 
 
-def collect_runs(suite_dir: Path) -> list[dict[str, Any]]:
-    """One row per trial: model, task, seed, state, folder, and the metrics of its all_results.json."""
-    state = json.loads((suite_dir / STATE_FILE).read_text(encoding="utf-8"))
+def collect_runs(suite_dir: Path, spec: SuiteSpec) -> list[dict[str, Any]]:
+    """One row per trial of every sweep of the suite: model, task, seed, state, folder, and the metrics of its
+    all_results.json."""
+    trials = []
+    for folder, _ in spec.groups():
+        state_path = suite_dir / folder / STATE_FILE
+        if state_path.is_file():
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            trials += [(suite_dir / folder / "trials" / t["name"], t) for t in state["trials"]]  # the runner's layout
     rows = []
-    for trial in state["trials"]:
+    for folder, trial in trials:
         params = trial["params"]
-        folder = suite_dir / "trials" / trial["name"]  # where the runner puts every trial
         results_path = folder / "all_results.json"
         results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
         rows.append({
@@ -334,7 +385,7 @@ def summarize(spec: SuiteSpec, runs: list[dict[str, Any]]) -> dict[str, Any]:
     done = sum(r["state"] == "finished" for r in runs)
     return {
         "models": list(spec.models), "tasks": list(spec.tasks), "seeds": list(spec.seeds),
-        "baseline": spec.baseline, "flags": spec.flags, "confidence": CONFIDENCE,
+        "baseline": spec.baseline, "flags": spec.flags, "task_flags": spec.task_flags, "confidence": CONFIDENCE,
         "interval": "paired over seeds: Student t interval of the per-seed differences (n - 1 degrees of freedom)",
         "runs_expected": len(spec.models) * len(spec.tasks) * len(spec.seeds), "runs_finished": done,
         "per_model": per_model, "versus_baseline": comparisons,
@@ -366,6 +417,10 @@ def format_tokens(count: int) -> str:
     return str(count)
 
 
+def _flag_list(flags: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in flags.items())
+
+
 def task_header(task: str) -> str:
     return f"{task} ({'/'.join(_task_spec(task).metrics)})"
 
@@ -375,7 +430,8 @@ def format_markdown(summary: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = [
         f"Mean ± standard deviation over seeds {seeds} (0-100; a task with two metrics scores their mean). "
-        f"{summary['runs_finished']} of {summary['runs_expected']} runs finished.",
+        f"{summary['runs_finished']} of {summary['runs_expected']} runs finished."
+        + "".join(f" {task} runs with {_flag_list(flags)}." for task, flags in summary.get("task_flags", {}).items()),
         "",
         "| model | pre-training tokens | " + " | ".join(task_header(t) for t in tasks) + " | average |",
         "|---|---:|" + "---:|" * (len(tasks) + 1),
@@ -471,7 +527,7 @@ def plot_curve(summary: dict[str, Any], path: Path) -> bool:
 
 
 def write_report(suite_dir: Path, spec: SuiteSpec) -> dict[str, Any]:
-    summary = summarize(spec, collect_runs(suite_dir))
+    summary = summarize(spec, collect_runs(suite_dir, spec))
     (suite_dir / RESULTS_JSON).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     table = format_markdown(summary)
     (suite_dir / RESULTS_MD).write_text(table, encoding="utf-8")
@@ -497,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a fine_tune_t5.py flag for every run (overrides --config); repeatable")  # fmt: skip
+    parser.add_argument("--task_set", action="append", default=[], metavar="TASK:NAME=VALUE",
+                        help="a fine_tune_t5.py flag for one task's runs (over --config and --set), e.g. "
+                        "glue/cola:max_steps=1000; repeatable")  # fmt: skip
     parser.add_argument("--suite_dir", default="runs/suite", help="where runs and results go (runs/suite)")
     parser.add_argument(
         "--launcher", default="python",
@@ -511,22 +570,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_spec(suite_dir: Path) -> SuiteSpec:
     path = suite_dir / SPEC_FILE
-    if not path.is_file() or not (suite_dir / STATE_FILE).is_file():
-        raise SweepError(f"--report_only: {suite_dir} holds no suite runs ({SPEC_FILE}, {STATE_FILE})")
+    if not path.is_file():
+        raise SweepError(f"--report_only: {suite_dir} holds no suite ({SPEC_FILE})")
     held = json.loads(path.read_text(encoding="utf-8"))
-    return SuiteSpec(tuple(held["models"]), tuple(held["tasks"]), tuple(held["seeds"]), held["baseline"], held["flags"])
+    spec = SuiteSpec(tuple(held["models"]), tuple(held["tasks"]), tuple(held["seeds"]), held["baseline"],
+                     held["flags"], held.get("task_flags", {}))  # fmt: skip
+    if not any((suite_dir / folder / STATE_FILE).is_file() for folder, _ in spec.groups()):
+        raise SweepError(f"--report_only: {suite_dir} holds no suite runs ({STATE_FILE})")
+    return spec
 
 
 def run_suite(spec: SuiteSpec, suite_dir: Path, opts: argparse.Namespace) -> int:
-    """Runs the missing trials (resuming an interrupted one); the runner's exit status."""
-    sweep_path = prepare_dir(suite_dir, spec, sweep_config(spec))
+    """Runs the missing trials (resuming an interrupted one), one sweep after the other; the first exit status that
+    stops the suite (a mistake, a pre-emption, Ctrl-C), else the last non-zero one."""
     os.environ.setdefault("WANDB_RUN_GROUP", f"suite-{suite_dir.resolve().name}")
-    runner = Runner(argparse.Namespace(
-        sweep_file=str(sweep_path), count=len(spec.models) * len(spec.tasks) * len(spec.seeds),
-        sweep_dir=str(suite_dir), launcher=opts.launcher, set=[], seed=0, poll_s=opts.poll_s,
-    ))  # fmt: skip
-    runner.rank_trials = False  # the trials are different tasks: none is "best"
-    return run_runner(runner)
+    status = 0
+    for sweep_path, (_, tasks) in zip(prepare_dir(suite_dir, spec), spec.groups()):
+        runner = Runner(argparse.Namespace(
+            sweep_file=str(sweep_path), count=len(spec.models) * len(tasks) * len(spec.seeds),
+            sweep_dir=str(sweep_path.parent), launcher=opts.launcher, set=[], seed=0, poll_s=opts.poll_s,
+        ))  # fmt: skip
+        runner.rank_trials = False  # the trials are different tasks: none is "best"
+        code = run_runner(runner)
+        if code in (EXIT_USAGE, EXIT_PREEMPTED, EXIT_INTERRUPTED):
+            return code
+        status = code or status
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,6 +196,36 @@ class QuickBenchmarksTest(absltest.TestCase):
         self.assertIn(rte, lines)  # both sentences of RTE's first pair
         self.assertFalse([line for line in lines if not line.strip() or "\t" in line])
 
+    def test_payoff_recipe_commands(self):
+        """The stages' commands (the stages themselves take hours: README "Does pre-training help?")."""
+
+        def commands(*argv: str) -> list[list[str]]:
+            calls = []
+
+            def fake_run(command, log):
+                calls.append(command)
+                if "finetune_suite.py" in command:
+                    suite_dir = Path(command[command.index("--suite_dir") + 1])
+                    suite_dir.mkdir(parents=True, exist_ok=True)
+                    (suite_dir / "suite_results.md").write_text("table")
+                return 1.0
+
+            work = self.tmp / "payoff" / "-".join(argv)
+            with mock.patch.object(pretraining_payoff, "run", fake_run):
+                pretraining_payoff.main(["--work_dir", str(work), "--stages", "pretrain", "suite", *argv])
+            return calls
+
+        build, pretrain, suite = commands()  # the default: PMI masking, CoLA with a budget of its own
+        self.assertEqual(build[1:4], ["-m", "t5kit.pmi", "build"])
+        vocabulary = build[build.index("--output") + 1]
+        self.assertEqual(pretrain[pretrain.index("--objective") :][:4], ["--objective", "pmi", "--pmi_vocabulary",
+                                                                         vocabulary])  # fmt: skip
+        self.assertEqual(pretrain[pretrain.index("--max_steps") + 1], "1150")
+        self.assertIn("--task_set=glue/cola:max_steps=1000", suite)
+        pretrain, suite = commands("--objective", "span_corruption", "--pretrain_steps", "1000", "--task_set")
+        self.assertEqual(pretrain[pretrain.index("--objective") + 1 :][:3], ["span_corruption", "--max_steps", "1000"])
+        self.assertFalse([arg for arg in suite if arg.startswith("--task_set")])
+
     def test_compile_choices_pick_the_grid(self):
         grid = pretrain_bench.grid_rest
         self.assertEqual(grid(["fp32", "bf16"], "bf16", "on"), [("fp32", False), ("fp32", True), ("bf16", True)])

@@ -1,9 +1,10 @@
 """The fine-tuning suite (finetune_suite.py / t5kit.suite) and the random-init control (`random_init:NAME`).
 
 End to end: a tiny model pre-trained here, against its random init, on the real GLUE RTE and SuperGLUE CB files, two
-seeds each (8 `fine_tune_t5.py` runs), interrupted by a SIGTERM in the first run and resumed; a third start runs
-nothing again, the tables are recomputed from the runs' all_results.json files, and a checkpoint added as a third
-model runs only its own 4 runs. The statistics are checked against values worked out by hand.
+seeds each (8 `fine_tune_t5.py` runs; RTE with a step budget of its own, `--task_set`), interrupted by a SIGTERM in
+the first run and resumed; a third start runs nothing again, the tables are recomputed from the runs' all_results.json
+files, and a checkpoint added as a third model runs only its own 4 runs. The statistics are checked against values
+worked out by hand.
 """
 
 from __future__ import annotations
@@ -47,19 +48,22 @@ RESULTS = {
 T_975_2DF = 4.302652729911275  # Student t quantile 0.975 at 2 degrees of freedom (scipy.stats.t.ppf; tables: 4.303)
 
 
-def write_fake_suite(folder: Path, failed: tuple = ()) -> None:
-    """sweep_state.json and trials/*/all_results.json as the runner leaves them; `failed`: (model, task, seed)."""
-    trials = []
+def write_fake_suite(folder: Path, failed: tuple = (), sweep_dirs: dict | None = None) -> None:
+    """sweep_state.json and trials/*/all_results.json as the runner leaves them; `failed`: (model, task, seed);
+    `sweep_dirs`: task -> the folder of its own sweep (a task with --task_set flags), else the suite folder."""
+    trials: dict[Path, list] = {}
     for (model, task), per_seed in RESULTS.items():
+        sweep = folder / (sweep_dirs or {}).get(task, ".")
         for seed, metrics in enumerate(per_seed):
-            name = f"trial-{len(trials) + 1:03d}"
-            run = folder / "trials" / name
+            name = f"trial-{len(trials.setdefault(sweep, [])) + 1:03d}"
+            run = sweep / "trials" / name
             run.mkdir(parents=True)
             (run / "all_results.json").write_text(json.dumps({f"eval_{k}": v for k, v in metrics.items()}))
             state = "failed" if (model, task, seed) in failed else "finished"
-            trials.append({"name": name, "state": state,
-                           "params": {"model_name_or_path": model, "dataset_name": task, "seed": seed}})  # fmt: skip
-    (folder / STATE_FILE).write_text(json.dumps({"trials": trials}))
+            params = {"model_name_or_path": model, "dataset_name": task, "seed": seed}
+            trials[sweep].append({"name": name, "state": state, "params": params})
+    for sweep, held in trials.items():
+        (sweep / STATE_FILE).write_text(json.dumps({"trials": held}))
 
 
 class SummaryTest(absltest.TestCase):
@@ -70,7 +74,7 @@ class SummaryTest(absltest.TestCase):
 
     def test_means_averages_and_paired_intervals(self):
         write_fake_suite(self.dir)
-        summary = suite.summarize(self.spec, suite.collect_runs(self.dir))
+        summary = suite.summarize(self.spec, suite.collect_runs(self.dir, self.spec))
         model, control = summary["per_model"][PRETRAINED], summary["per_model"][CONTROL]
         # RTE 60/62/64 -> 62 ± 2; CB scores (50+70)/2, (60+80)/2, (40+60)/2 = 60, 70, 50 -> 60 ± 10.
         self.assertEqual(model["tasks"][RTE]["score"], {"mean": 62.0, "std": 2.0, "n": 3})
@@ -97,9 +101,21 @@ class SummaryTest(absltest.TestCase):
         self.assertIn("+9.0 [+6.5, +11.5] *", table)  # excludes 0
         self.assertIn("+15.0 [-6.5, +36.5] |", table)  # includes 0: no mark
 
+    def test_a_task_with_flags_of_its_own_is_read_from_its_sweep(self):
+        spec = suite.SuiteSpec((PRETRAINED, CONTROL), (RTE, CB), (0, 1, 2), CONTROL, {}, {CB: {"max_steps": "9"}})
+        self.assertEqual(spec.groups(), [(".", (RTE,)), ("task_flags/superglue-cb", (CB,))])
+        write_fake_suite(self.dir, sweep_dirs={CB: "task_flags/superglue-cb"})
+        runs = suite.collect_runs(self.dir, spec)
+        self.assertLen(runs, 12)
+        self.assertEqual({Path(r["output_dir"]).parent.parent.name for r in runs if r["task"] == CB}, {"superglue-cb"})
+        summary = suite.summarize(spec, runs)
+        self.assertEqual(summary["per_model"][PRETRAINED]["average"]["per_seed"], {0: 60.0, 1: 66.0, 2: 57.0})
+        self.assertAlmostEqual(summary["versus_baseline"][PRETRAINED]["average"]["mean"], 12.0)
+        self.assertIn("12 of 12 runs finished. superglue/cb runs with max_steps=9.", suite.format_markdown(summary))
+
     def test_a_failed_run_leaves_its_seed_out_of_the_average(self):
         write_fake_suite(self.dir, failed={(CONTROL, CB, 2)})
-        summary = suite.summarize(self.spec, suite.collect_runs(self.dir))
+        summary = suite.summarize(self.spec, suite.collect_runs(self.dir, self.spec))
         control = summary["per_model"][CONTROL]
         self.assertEqual(control["tasks"][CB]["score"]["n"], 2)
         self.assertEqual(control["tasks"][RTE]["score"]["n"], 3)
@@ -173,7 +189,7 @@ class SummaryTest(absltest.TestCase):
 class SpecTest(parameterized.TestCase):
     def opts(self, **overrides) -> argparse.Namespace:
         values = dict(models=["t5-small", "random_init:t5-small"], tasks=[RTE], seeds=[0, 1], baseline=None,
-                      config=None, set=[])  # fmt: skip
+                      config=None, set=[], task_set=[])  # fmt: skip
         return argparse.Namespace(**{**values, **overrides})
 
     def test_defaults(self):
@@ -195,10 +211,39 @@ class SpecTest(parameterized.TestCase):
         ("owned_flag", dict(set=["seed=3"]), "set by the suite per run"),
         ("bad_set", dict(set=["max_steps"]), "expected NAME=VALUE"),
         ("missing_config", dict(config="nope.yaml"), "no such file"),
+        ("task_set_without_task", dict(task_set=["max_steps=3"]), "expected TASK:NAME=VALUE"),
+        ("task_set_of_another_task", dict(task_set=["glue/cola:max_steps=3"]), "glue/cola is not one of --tasks"),
+        ("task_set_owned_flag", dict(task_set=["glue/rte:seed=3"]), "set by the suite per run"),
+        ("task_set_without_value", dict(task_set=["glue/rte:max_steps"]), "expected NAME=VALUE"),
     )
     def test_mistakes(self, overrides, pattern):
         with self.assertRaisesRegex(SweepError, pattern):
             suite.build_spec(self.opts(**overrides))
+
+    def test_task_flags_make_a_sweep_of_their_own(self):
+        folder = Path(self.create_tempdir().full_path)
+        opts = self.opts(
+            tasks=[RTE, CB, "glue/cola"],
+            set=["max_steps=5"],
+            task_set=["superglue/cb:max_steps=9", "glue/rte:learning_rate=1e-3", "superglue/cb:seed=x"],
+        )
+        with self.assertRaisesRegex(SweepError, "set by the suite per run"):
+            suite.build_spec(opts)
+        opts.task_set.pop()
+        spec = suite.build_spec(opts)
+        self.assertEqual(spec.task_flags, {RTE: {"learning_rate": "1e-3"}, CB: {"max_steps": "9"}})  # --tasks order
+        paths = suite.prepare_dir(folder, spec)
+        self.assertEqual([p.relative_to(folder).parent.as_posix() for p in paths],
+                         [".", "task_flags/glue-rte", "task_flags/superglue-cb"])  # fmt: skip
+        sweeps = [yaml.safe_load(p.read_text())["parameters"] for p in paths]
+        self.assertEqual([p["dataset_name"]["values"] for p in sweeps], [["glue/cola"], [RTE], [CB]])
+        self.assertEqual([p["max_steps"]["value"] for p in sweeps], ["5", "5", "9"])  # --task_set over --set
+        self.assertEqual(sweeps[1]["learning_rate"], {"value": "1e-3"})
+        self.assertNotIn("learning_rate", sweeps[0])
+        self.assertEqual(json.loads((folder / suite.SPEC_FILE).read_text())["task_flags"], spec.task_flags)
+        other = suite.build_spec(self.opts(tasks=[RTE, CB, "glue/cola"], set=["max_steps=5"]))
+        with self.assertRaisesRegex(SweepError, "holds a suite with other"):
+            suite.prepare_dir(folder, other)  # the same tasks without their own flags: another suite
 
     def test_launchers(self):
         """The suite's runs go through the sweep runner's launchers (their runs are tested in test_sweep.py)."""
@@ -226,16 +271,16 @@ class SpecTest(parameterized.TestCase):
     def test_a_folder_holding_another_suite_is_refused(self):
         folder = Path(self.create_tempdir().full_path)
         spec = suite.build_spec(self.opts())
-        suite.prepare_dir(folder, spec, suite.sweep_config(spec))
-        suite.prepare_dir(folder, spec, suite.sweep_config(spec))  # the same suite again: fine
+        suite.prepare_dir(folder, spec)
+        suite.prepare_dir(folder, spec)  # the same suite again: fine
         other = suite.build_spec(self.opts(seeds=[0, 1, 2]))
         with self.assertRaisesRegex(SweepError, "holds a suite with other tasks, seeds"):
-            suite.prepare_dir(folder, other, suite.sweep_config(other))
+            suite.prepare_dir(folder, other)
         fewer = suite.build_spec(self.opts(models=["t5-small", "random_init:t5-small"][1:]))
         with self.assertRaisesRegex(SweepError, "holds a suite with other"):
-            suite.prepare_dir(folder, fewer, suite.sweep_config(fewer))
+            suite.prepare_dir(folder, fewer)
         more = suite.build_spec(self.opts(models=["t5-small", "random_init:t5-small", "t5-base"]))
-        suite.prepare_dir(folder, more, suite.sweep_config(more))  # adding a model is fine
+        suite.prepare_dir(folder, more)  # adding a model is fine
         self.assertLen(json.loads((folder / suite.SPEC_FILE).read_text())["models"], 3)
 
 
@@ -289,7 +334,10 @@ class RandomInitTest(absltest.TestCase):
             str(self.pretrained),
             f"random_init:{self.pretrained}",
             "--tasks",
-            CB,  # one task with two metrics (its score is their mean); averaging over tasks: SummaryTest
+            CB,  # a task with two metrics: its score is their mean
+            RTE,
+            "--task_set",
+            f"{RTE}:max_steps=4",  # a budget of its own: a sweep of its own, run after CB's
             "--seeds",
             "0",
             "1",
@@ -323,6 +371,9 @@ class RandomInitTest(absltest.TestCase):
         self.assertEqual([t["state"] for t in trials], ["running"])
         self.assertNotEmpty(list((out / "trials" / "trial-001").glob("checkpoint-*")))
 
+        rte = out / "task_flags" / "glue-rte"
+        self.assertFalse((rte / STATE_FILE).exists())  # the suite stopped before RTE's sweep
+
         second = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(second.returncode, 0, second.stdout + second.stderr)
         self.assertIn("trial-001 was interrupted", second.stdout)
@@ -330,26 +381,35 @@ class RandomInitTest(absltest.TestCase):
         self.assertEqual([t["state"] for t in trials], ["finished"] * 4)
         self.assertEqual([t["attempts"] for t in trials], [2] + [1] * 3)
         self.assertIn("--resume_from_checkpoint=latest", (out / "logs" / "trial-001.log").read_text())
+        rte_trials = json.loads((rte / STATE_FILE).read_text())["trials"]
+        self.assertEqual([t["state"] for t in rte_trials], ["finished"] * 4)
+        steps = {folder: json.loads((folder / "trials" / t["name"] / "trainer_state.json").read_text())["global_step"]
+                 for folder, held in ((out, trials), (rte, rte_trials)) for t in held}  # fmt: skip
+        self.assertEqual(steps, {out: 6, rte: 4})  # every model and seed trains CB 6 steps, RTE its own 4
+        trials = trials + rte_trials
         grid = {(t["params"]["model_name_or_path"], t["params"]["dataset_name"], t["params"]["seed"]) for t in trials}
-        self.assertLen(grid, 4)
-        logs = {p.name: p.read_text() for p in (out / "logs").iterdir()}
+        self.assertLen(grid, 8)
+        logs = {p: p.read_text() for p in [*(out / "logs").iterdir(), *(rte / "logs").iterdir()]}
 
         third = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         self.assertEqual(third.returncode, 0, third.stdout + third.stderr)
-        self.assertIn("4 trial(s) done, not run again", third.stdout)
-        self.assertEqual({p.name: p.read_text() for p in (out / "logs").iterdir()}, logs)
+        self.assertEqual(third.stdout.count("4 trial(s) done, not run again"), 2)
+        self.assertEqual({p: p.read_text() for p in [*(out / "logs").iterdir(), *(rte / "logs").iterdir()]}, logs)
+        trial_dir = {
+            (t["params"]["model_name_or_path"], t["params"]["dataset_name"], t["params"]["seed"]): (
+                rte if t["params"]["dataset_name"] == RTE else out) / "trials" / t["name"]
+            for t in trials
+        }  # fmt: skip
 
         # The report, recomputed here from the runs' own all_results.json files.
         summary = json.loads((out / suite.RESULTS_JSON).read_text())
-        self.assertEqual((summary["runs_finished"], summary["runs_expected"]), (4, 4))
+        self.assertEqual((summary["runs_finished"], summary["runs_expected"]), (8, 8))
         for model in (str(self.pretrained), f"random_init:{self.pretrained}"):
             averages = []
             for seed in (0, 1):
                 scores = []
-                for task, metrics in ((CB, ["macro_f1", "accuracy"]),):
-                    trial = next(t for t in trials if (t["params"]["model_name_or_path"], t["params"]["dataset_name"],
-                                                       t["params"]["seed"]) == (model, task, seed))  # fmt: skip
-                    results = json.loads((out / "trials" / trial["name"] / "all_results.json").read_text())
+                for task, metrics in ((CB, ["macro_f1", "accuracy"]), (RTE, ["accuracy"])):
+                    results = json.loads((trial_dir[model, task, seed] / "all_results.json").read_text())
                     scores.append(np.mean([results[f"eval_{m}"] for m in metrics]))
                 averages.append(np.mean(scores))
             self.assertAlmostEqual(summary["per_model"][model]["average"]["mean"], np.mean(averages), places=9)
@@ -358,6 +418,7 @@ class RandomInitTest(absltest.TestCase):
         self.assertIn(str(self.pretrained), summary["versus_baseline"])
         table = (out / suite.RESULTS_MD).read_text()
         self.assertIn("| random_init:", table)
+        self.assertIn(f"{RTE} runs with max_steps=4.", table)
         self.assertGreater((out / suite.RESULTS_PNG).stat().st_size, 0)
         self.assertGreater((out / suite.CURVE_PNG).stat().st_size, 0)  # random init (0 tokens) and the run
 
@@ -376,15 +437,16 @@ class RandomInitTest(absltest.TestCase):
         self.assertNotEqual(cell, summary["per_model"][first_trial["model_name_or_path"]]["tasks"][
             first_trial["dataset_name"]])  # fmt: skip
 
-        # One more model, a checkpoint of the same pre-training run: only its 2 runs are added, and the curve of the
+        # One more model, a checkpoint of the same pre-training run: only its 4 runs are added, and the curve of the
         # average against pre-training tokens has three points (random init, the checkpoint, the final model).
         checkpoint = str(self.pretrained / "checkpoint-3")
         extended = [*base[:5], checkpoint, *base[5:]]  # --models RUN random_init:RUN CHECKPOINT --tasks ...
         fourth = subprocess.run(extended, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         self.assertEqual(fourth.returncode, 0, fourth.stdout + fourth.stderr)
         trials = json.loads((out / STATE_FILE).read_text())["trials"]
-        self.assertLen(trials, 6)
-        self.assertEqual({t["params"]["model_name_or_path"] for t in trials[4:]}, {checkpoint})
+        rte_trials = json.loads((rte / STATE_FILE).read_text())["trials"]
+        self.assertEqual((len(trials), len(rte_trials)), (6, 6))
+        self.assertEqual({t["params"]["model_name_or_path"] for t in trials[4:] + rte_trials[4:]}, {checkpoint})
         summary = json.loads((out / suite.RESULTS_JSON).read_text())
         tokens = [summary["per_model"][m]["pretraining_tokens"] for m in summary["models"]]
         self.assertEqual(tokens[1], 0)
@@ -392,8 +454,8 @@ class RandomInitTest(absltest.TestCase):
 
         # Every run logged to W&B (offline here) in the suite's group.
         groups = set()
-        for trial in trials:
-            for run_dir in (out / "trials" / trial["name"] / "wandb").glob("offline-run-*"):
+        for trial in [*(out / "trials").iterdir(), *(rte / "trials").iterdir()]:
+            for run_dir in (trial / "wandb").glob("offline-run-*"):
                 groups.add(read_wandb_run(run_dir, wait_s=60)["group"])
         self.assertEqual(groups, {f"suite-{out.name}"})
 
