@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.pretraining_payoff                          # everything, resumable (hours on 2 cores)
     .venv/bin/python -m bench.pretraining_payoff --stages pretrain suite  # the headline comparison only
 
-The recipe: PMI masking (`--objective pmi`, its n-gram vocabulary built from the same corpus first, 2 s) for 1,150
-steps of configs/pretrain_cpu.yaml, then the suite with CoLA fine-tuned 1,000 steps and the other tasks 300.
+The recipe: PMI masking (`--objective pmi`, its n-gram vocabulary built from the same corpus first, in seconds)
+for 1,150 steps of configs/pretrain_cpu.yaml, then the suite with CoLA fine-tuned 1,000 steps and the other tasks 300.
 `--objective span_corruption --pretrain_steps 1000 --task_set` (no per-task flags) is the plain recipe.
 
 Stages (each one resumes where it stopped when the command is run again):

@@ -197,10 +197,9 @@ def build_spec(opts: argparse.Namespace) -> SuiteSpec:
                      read_task_flags(opts.task_set, tasks))  # fmt: skip
 
 
-def sweep_config(spec: SuiteSpec, tasks: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The grid sweep of the suite's `tasks` (all by default; they must share their flags), in W&B's sweep format
-    (also valid for `wandb sweep`)."""
-    tasks = spec.tasks if tasks is None else tasks
+def sweep_config(spec: SuiteSpec, tasks: tuple[str, ...]) -> dict[str, Any]:
+    """The grid sweep of one group of the suite's tasks (SuiteSpec.groups: they share their flags), in W&B's sweep
+    format (also valid for `wandb sweep`)."""
     parameters: dict[str, Any] = {
         "model_name_or_path": {"values": list(spec.models)},
         "dataset_name": {"values": list(tasks)},
@@ -219,7 +218,7 @@ def sweep_config(spec: SuiteSpec, tasks: tuple[str, ...] | None = None) -> dict[
 def prepare_dir(suite_dir: Path, spec: SuiteSpec) -> list[Path]:
     """Writes suite.json and a sweep file per group of tasks that share their flags (SuiteSpec.groups); returns the
     sweep files. A folder that holds another suite is refused, not mixed, except when the new one only adds models
-    (the same tasks, seeds, flags and baseline): its finished runs are kept."""
+    (the same tasks, seeds, flags, per-task flags and baseline): its finished runs are kept."""
     suite_dir.mkdir(parents=True, exist_ok=True)
     spec_path = suite_dir / SPEC_FILE
     new = json.loads(json.dumps(spec.as_dict()))

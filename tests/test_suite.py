@@ -197,7 +197,7 @@ class SpecTest(parameterized.TestCase):
         self.assertEqual(spec.baseline, "random_init:t5-small")  # the first random init
         self.assertEqual(spec.flags["max_steps"], "5")  # --set overrides the config file
         self.assertEqual(spec.flags["eval_mode"], "rank")
-        sweep = suite.sweep_config(spec)
+        sweep = suite.sweep_config(spec, spec.tasks)
         self.assertEqual(sweep["method"], "grid")
         self.assertEqual(sweep["parameters"]["dataset_name"], {"values": [RTE]})
         self.assertEqual(sweep["parameters"]["seed"], {"values": [0, 1]})
@@ -248,7 +248,7 @@ class SpecTest(parameterized.TestCase):
     def test_launchers(self):
         """The suite's runs go through the sweep runner's launchers (their runs are tested in test_sweep.py)."""
         spec = suite.build_spec(self.opts())
-        sweep = suite.sweep_config(spec)
+        sweep = suite.sweep_config(spec, spec.tasks)
         args = ["--seed=0"]
         command = build_command(sweep, "accelerate launch", suite.PROGRAM, args)
         self.assertEqual(Path(command[0]).name, "accelerate")
